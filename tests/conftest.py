@@ -1,0 +1,86 @@
+"""Shared fixtures: real Redis (own DB and key prefix), the Qdrant double, moto's S3 server.
+
+Nothing here mocks our own code: tests talk to a real Redis server, a real HTTP server standing in for
+Qdrant, and moto's real S3 HTTP server driven through the ``minio`` client.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+TEST_REDIS_URL = os.environ.get("QBM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:  # pragma: no cover - environment problem
+        pytest.fail(f"tests need a Redis server at {TEST_REDIS_URL} (set QBM_TEST_REDIS_URL): {exc}")
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def key_prefix(redis_url: str) -> Iterator[str]:
+    """A prefix unique to this test; every key under it is deleted afterwards (and only those)."""
+    prefix = f"qbmtest:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        client.delete(key)
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+@pytest.fixture
+def qdrant(tmp_path: Path) -> Iterator[object]:
+    from tests.qdrant_double import QdrantDouble
+
+    double = QdrantDouble(tmp_path / "qdrant")
+    double.start()
+    yield double
+    double.stop()
+
+
+class S3Server:
+    def __init__(self, endpoint: str, host: str) -> None:
+        self.endpoint = endpoint
+        self.host = host
+        self.access_key = "qbm-test-access"
+        self.secret_key = "qbm-test-secret-Zx81"
+        self.region = "us-east-1"
+
+    def minio(self):  # noqa: ANN201 - test helper
+        from minio import Minio
+
+        return Minio(self.host, access_key=self.access_key, secret_key=self.secret_key,
+                     secure=False, region=self.region)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield S3Server(f"http://{host}:{port}", f"{host}:{port}")
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A fresh, empty bucket for this test."""
+    name = f"qbm-test-{uuid.uuid4().hex[:12]}"
+    s3_server.minio().make_bucket(name)
+    return name
