@@ -33,8 +33,14 @@ def key_prefix(redis_url: str) -> Iterator[str]:
     prefix = f"qbmtest:{uuid.uuid4().hex[:12]}:"
     yield prefix
     client = redis.Redis.from_url(redis_url)
+    batch: list[bytes] = []
     for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        client.delete(key)
+        batch.append(key)
+        if len(batch) >= 1000:
+            client.delete(*batch)
+            batch.clear()
+    if batch:
+        client.delete(*batch)
 
 
 @pytest.fixture

@@ -1,0 +1,524 @@
+"""Backup and restore jobs, stored in Redis so the API, the workers and the scheduler share one truth.
+
+Each job is one hash ``{prefix}job:{id}`` holding every field of the contract's Job object (absent
+field = ``None``), plus internal fields the API never shows: ``_created_us`` (the sort score) and one
+``step:<name>`` field per recorded worker step. Public field names never contain ``:`` or start with
+``_``, so internal fields cannot collide with them.
+
+Listing must stay fast with many thousands of jobs, so every job is also a member of sorted sets scored
+by its creation time in integer microseconds (exact in a double until the year 2255):
+``jobs:all``, ``jobs:status:{s}``, ``jobs:type:{t}`` and ``jobs:st:{s}:{t}``. A page is then one
+``ZREVRANGE`` on the one index that matches the filter, and the total is its ``ZCARD``; nothing ever
+scans the key space.
+
+Status changes happen inside one Lua script, so two workers (or a worker and a user pressing "cancel")
+can never both win a race, and the hash and the indexes never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from redis import Redis
+from redis.client import Pipeline
+
+from shared.timeutil import to_iso
+
+JOB_TYPES = ("backup", "restore", "shard_backup", "shard_restore")
+JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+ALLOWED: dict[str, set[str]] = {
+    "pending": {"running", "cancelled"},
+    "running": {"completed", "failed", "cancelled"},
+    "failed": {"pending"},
+    "cancelled": {"pending"},
+    "completed": set(),
+}
+TERMINAL_STATUSES = ("completed", "failed", "cancelled")
+ACTIVE_STATUSES = ("pending", "running")
+
+#: Contract fields, in the contract's order. get()/list() return exactly these.
+PUBLIC_FIELDS = (
+    "id",
+    "type",
+    "status",
+    "collection_name",
+    "shard_id",
+    "snapshot_name",
+    "progress",
+    "error",
+    "metadata",
+    "created_at",
+    "started_at",
+    "completed_at",
+)
+_SCORE_FIELD = "_created_us"
+_STEP_PREFIX = "step:"
+
+
+class JobNotFound(LookupError):
+    """No job with this id (never created, or deleted)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} not found")
+        self.job_id = job_id
+
+
+class TransitionError(ValueError):
+    """The job's current status does not allow the requested change; nothing was modified."""
+
+    def __init__(self, job_id: str, current: str, target: str) -> None:
+        allowed = [s for s in JOB_STATUSES if s in ALLOWED.get(current, ())]
+        if allowed:
+            choices = allowed[0] if len(allowed) == 1 else f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+            hint = f"a {current} job can only become {choices}"
+        else:
+            hint = f"a {current} job cannot change status"
+        super().__init__(f"cannot change job {job_id} from {current} to {target}; {hint}")
+        self.job_id = job_id
+        self.current = current
+        self.target = target
+
+
+# --- time-sortable ids --------------------------------------------------------------------------------
+
+_clock_lock = threading.Lock()
+_last_micros = 0
+
+
+def _now_micros() -> int:
+    return time.time_ns() // 1000
+
+
+def _next_micros() -> int:
+    """Current time in microseconds, strictly increasing within this process.
+
+    Jobs created one after another by the same process then always list in creation order even when
+    the clock is coarse or steps back. Jobs from different processes created in the same microsecond
+    share a score; Redis orders equal scores by member (the id), and the id's random tail decides.
+    """
+    global _last_micros
+    with _clock_lock:
+        now = _now_micros()
+        if now <= _last_micros:
+            now = _last_micros + 1
+        _last_micros = now
+        return now
+
+
+def _new_id(micros: int) -> str:
+    """26 lowercase hex digits: 16 of creation microseconds, then 10 random.
+
+    Because the id starts with the zero-padded score, sorting ids as strings gives the same order as the
+    indexes (score first, then member), so "newest first" is the same order everywhere.
+    """
+    return f"{micros:016x}{secrets.token_hex(5)}"
+
+
+def _iso_from_micros(micros: int) -> str:
+    return to_iso(datetime.fromtimestamp(micros // 1_000_000, UTC))
+
+
+# --- Lua ----------------------------------------------------------------------------------------------
+
+
+def _lua_list(values: Iterable[str]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
+def _lua_allowed_table() -> str:
+    rows = []
+    for current, targets in ALLOWED.items():
+        inner = ", ".join(f"{t} = true" for t in sorted(targets))
+        rows.append(f"{current} = {{{inner}}}")
+    return "{" + ", ".join(rows) + "}"
+
+
+_PUBLIC_LUA = _lua_list(PUBLIC_FIELDS)
+
+# KEYS[1] job hash. ARGV: id, target, now (ISO), key prefix, "1" to store ARGV[6] as error, error.
+# Returns {"missing"}, {"refused", current} or {"ok", {public field values}}.
+_TRANSITION_LUA = f"""
+local allowed = {_lua_allowed_table()}
+local terminal = {{{", ".join(f"{s} = true" for s in TERMINAL_STATUSES)}}}
+local key, id, target, now, prefix = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local state = redis.call('HMGET', key, 'status', 'type', '{_SCORE_FIELD}')
+local current, jtype, score = state[1], state[2], state[3]
+if not current then return {{'missing'}} end
+if not (allowed[current] and allowed[current][target]) then return {{'refused', current}} end
+redis.call('ZREM', prefix .. 'jobs:status:' .. current, id)
+redis.call('ZADD', prefix .. 'jobs:status:' .. target, score, id)
+redis.call('ZREM', prefix .. 'jobs:st:' .. current .. ':' .. jtype, id)
+redis.call('ZADD', prefix .. 'jobs:st:' .. target .. ':' .. jtype, score, id)
+redis.call('HSET', key, 'status', target)
+if target == 'running' and redis.call('HEXISTS', key, 'started_at') == 0 then
+  redis.call('HSET', key, 'started_at', now)
+end
+if terminal[target] then redis.call('HSET', key, 'completed_at', now) end
+if target == 'pending' then
+  redis.call('HDEL', key, 'completed_at', 'error')
+  redis.call('HSET', key, 'progress', '0')
+end
+if ARGV[5] == '1' then redis.call('HSET', key, 'error', ARGV[6]) end
+return {{'ok', redis.call('HMGET', key, {_PUBLIC_LUA})}}
+"""
+
+# Plain field writes that must not resurrect a deleted job as a half-empty hash.
+# KEYS[1] job hash. ARGV[1] = n pairs to set, then 2n values, then names of fields to delete.
+# Returns {0} when the job does not exist, else {1, {public field values}}.
+_MUTATE_LUA = f"""
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return {{0}} end
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do redis.call('HSET', key, ARGV[2 + 2 * i], ARGV[3 + 2 * i]) end
+for i = 2 + 2 * n, #ARGV do redis.call('HDEL', key, ARGV[i]) end
+return {{1, redis.call('HMGET', key, {_PUBLIC_LUA})}}
+"""
+
+# KEYS[1] job hash; ARGV[1] clamped progress. Returns 0 when the job does not exist.
+_PROGRESS_LUA = """
+local state = redis.call('HMGET', KEYS[1], 'status', 'progress')
+if not state[1] then return 0 end
+local new = tonumber(ARGV[1])
+if state[1] == 'running' and tonumber(state[2] or '0') > new then return 1 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[1])
+return 1
+"""
+
+# KEYS[1] job hash. Returns 0 when the job does not exist.
+_CLEAR_STEPS_LUA = f"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(field, 1, {len(_STEP_PREFIX)}) == '{_STEP_PREFIX}' then redis.call('HDEL', KEYS[1], field) end
+end
+return 1
+"""
+
+# One page in one atomic step, so every listed job is really in the filtered status at that moment.
+# KEYS[1] index. ARGV: start, stop, job key prefix. Returns {total, {fields}, {fields}, ...}.
+_LIST_LUA = f"""
+local out = {{redis.call('ZCARD', KEYS[1])}}
+for _, id in ipairs(redis.call('ZREVRANGE', KEYS[1], ARGV[1], ARGV[2])) do
+  out[#out + 1] = redis.call('HMGET', ARGV[3] .. id, {_PUBLIC_LUA})
+end
+return out
+"""
+
+# KEYS[1] job hash. ARGV: id, key prefix, statuses... Removes the job and every index entry.
+_DELETE_LUA = """
+local key, id, prefix = KEYS[1], ARGV[1], ARGV[2]
+local jtype = redis.call('HGET', key, 'type')
+if not jtype then return 0 end
+redis.call('ZREM', prefix .. 'jobs:all', id)
+redis.call('ZREM', prefix .. 'jobs:type:' .. jtype, id)
+for i = 3, #ARGV do
+  redis.call('ZREM', prefix .. 'jobs:status:' .. ARGV[i], id)
+  redis.call('ZREM', prefix .. 'jobs:st:' .. ARGV[i] .. ':' .. jtype, id)
+end
+redis.call('DEL', key)
+return 1
+"""
+
+_UNSET: Any = object()
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _public(values: list[Any]) -> dict | None:
+    """Turn an HMGET of PUBLIC_FIELDS into the contract's Job dict; None when the job is gone."""
+    raw = dict(zip(PUBLIC_FIELDS, (_text(v) for v in values), strict=True))
+    if raw["id"] is None:
+        return None
+    job: dict[str, Any] = dict(raw)
+    job["shard_id"] = int(raw["shard_id"]) if raw["shard_id"] is not None else None
+    job["progress"] = int(raw["progress"] or 0)
+    job["metadata"] = json.loads(raw["metadata"]) if raw["metadata"] else {}
+    return job
+
+
+def _dump_json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+def _check_choice(value: str | None, choices: tuple[str, ...], what: str) -> None:
+    if value is not None and value not in choices:
+        raise ValueError(f"unknown job {what} {value!r}; expected one of {', '.join(choices)}")
+
+
+class JobStore:
+    """All reads and writes of jobs go through here; see the module docstring for the Redis layout."""
+
+    def __init__(self, redis: Redis, prefix: str = "qbm:") -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._transition = redis.register_script(_TRANSITION_LUA)
+        self._mutate = redis.register_script(_MUTATE_LUA)
+        self._progress = redis.register_script(_PROGRESS_LUA)
+        self._clear_steps = redis.register_script(_CLEAR_STEPS_LUA)
+        self._list = redis.register_script(_LIST_LUA)
+        self._delete = redis.register_script(_DELETE_LUA)
+
+    # --- keys ---
+
+    def _key(self, job_id: str) -> str:
+        return f"{self._prefix}job:{job_id}"
+
+    def _index(self, status: str | None, type: str | None) -> str:
+        if status and type:
+            return f"{self._prefix}jobs:st:{status}:{type}"
+        if status:
+            return f"{self._prefix}jobs:status:{status}"
+        if type:
+            return f"{self._prefix}jobs:type:{type}"
+        return f"{self._prefix}jobs:all"
+
+    # --- create / read ---
+
+    def create(
+        self,
+        type: str,
+        collection_name: str,
+        *,
+        shard_id: int | None = None,
+        snapshot_name: str | None = None,
+        metadata: dict | None = None,
+    ) -> dict:
+        """Store a new ``pending`` job and return it; hash and all four indexes are written in one MULTI,
+        so a job is either fully listed or not there at all."""
+        _check_choice(type, JOB_TYPES, "type")
+        if not isinstance(collection_name, str) or not collection_name:
+            raise ValueError("collection_name must be a non-empty string")
+        if shard_id is not None and (isinstance(shard_id, bool) or not isinstance(shard_id, int)):
+            raise ValueError(f"shard_id must be an integer, got {shard_id!r}")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError("metadata must be a JSON object (a dict)")
+        metadata_json = _dump_json(metadata or {}, "metadata")
+
+        micros = _next_micros()
+        job_id = _new_id(micros)
+        fields: dict[str, str] = {
+            "id": job_id,
+            "type": type,
+            "status": "pending",
+            "collection_name": collection_name,
+            "progress": "0",
+            "metadata": metadata_json,
+            "created_at": _iso_from_micros(micros),
+            _SCORE_FIELD: str(micros),
+        }
+        if shard_id is not None:
+            fields["shard_id"] = str(shard_id)
+        if snapshot_name is not None:
+            fields["snapshot_name"] = snapshot_name
+
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(self._key(job_id), mapping=fields)
+        for index in (
+            self._index(None, None),
+            self._index("pending", None),
+            self._index(None, type),
+            self._index("pending", type),
+        ):
+            pipe.zadd(index, {job_id: micros})
+        pipe.execute()
+        return _public([fields.get(f) for f in PUBLIC_FIELDS]) or {}
+
+    def get(self, job_id: str) -> dict:
+        """The public Job dict (contract fields only). Raises :class:`JobNotFound`."""
+        job = _public(self._redis.hmget(self._key(job_id), PUBLIC_FIELDS))
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def exists(self, job_id: str) -> bool:
+        return bool(self._redis.exists(self._key(job_id)))
+
+    def list(
+        self, status: str | None = None, type: str | None = None, page: int = 1, limit: int = 20
+    ) -> tuple[list[dict], int]:
+        """One page of jobs, newest first, and the number of jobs matching the filter.
+
+        Cost is O(log n + limit) whatever the page: one ZREVRANGE on the index for this filter. A page
+        beyond the end is an empty list with the correct total.
+        """
+        _check_choice(status, JOB_STATUSES, "status")
+        _check_choice(type, JOB_TYPES, "type")
+        if page < 1:
+            raise ValueError(f"page must be 1 or more, got {page}")
+        if limit < 1:
+            raise ValueError(f"limit must be 1 or more, got {limit}")
+        start = (page - 1) * limit
+        reply = self._list(
+            keys=[self._index(status, type)], args=[start, start + limit - 1, f"{self._prefix}job:"]
+        )
+        total = int(reply[0])
+        items = [job for job in (_public(values) for values in reply[1:]) if job is not None]
+        return items, total
+
+    # --- status ---
+
+    def transition(self, job_id: str, target: str, *, error: str | None = None) -> dict:
+        """Move the job to ``target`` if its current status allows it, atomically; return the job.
+
+        Sets ``started_at`` the first time the job runs, ``completed_at`` on completed/failed/cancelled;
+        a retry (back to pending) clears ``completed_at`` and ``error`` and resets ``progress`` to 0 so
+        the new attempt reports its own progress. ``error``, when given, is stored after that.
+        Raises :class:`JobNotFound` or :class:`TransitionError` (and then nothing changed).
+        """
+        _check_choice(target, JOB_STATUSES, "status")
+        reply = self._transition(
+            keys=[self._key(job_id)],
+            args=[
+                job_id,
+                target,
+                _iso_from_micros(_now_micros()),
+                self._prefix,
+                "1" if error is not None else "0",
+                error or "",
+            ],
+        )
+        outcome = _text(reply[0])
+        if outcome == "missing":
+            raise JobNotFound(job_id)
+        if outcome == "refused":
+            raise TransitionError(job_id, _text(reply[1]) or "?", target)
+        return _public(reply[1]) or {}
+
+    # --- plain field updates ---
+
+    def _write(self, job_id: str, set_fields: dict[str, str], del_fields: Iterable[str] = ()) -> dict:
+        args: list[str | int] = [len(set_fields)]
+        for name, value in set_fields.items():
+            args += [name, value]
+        args += list(del_fields)
+        reply = self._mutate(keys=[self._key(job_id)], args=args)
+        if not int(reply[0]):
+            raise JobNotFound(job_id)
+        return _public(reply[1]) or {}
+
+    def set_progress(self, job_id: str, progress: int) -> None:
+        """Record progress, clamped to 0..100. While running it never goes down, so a late or
+        out-of-order report from a worker cannot make the bar jump backwards."""
+        value = max(0, min(100, int(progress)))
+        if not int(self._progress(keys=[self._key(job_id)], args=[value])):
+            raise JobNotFound(job_id)
+
+    def update(self, job_id: str, *, snapshot_name: str | None = _UNSET, error: str | None = _UNSET) -> dict:
+        """Set plain fields (not status: that is :meth:`transition`). ``None`` clears a field; a field
+        not passed is left alone. Returns the job."""
+        set_fields: dict[str, str] = {}
+        del_fields: list[str] = []
+        for name, value in (("snapshot_name", snapshot_name), ("error", error)):
+            if value is _UNSET:
+                continue
+            if value is None:
+                del_fields.append(name)
+            else:
+                set_fields[name] = str(value)
+        return self._write(job_id, set_fields, del_fields)
+
+    def merge_metadata(self, job_id: str, values: dict) -> dict:
+        """Shallow-merge ``values`` into the job's metadata and return the job.
+
+        Read-modify-write under WATCH, so concurrent merges of different keys all survive.
+        """
+        if not isinstance(values, dict):
+            raise ValueError("metadata values must be a dict")
+        _dump_json(values, "metadata")
+        key = self._key(job_id)
+
+        def merge(pipe: Pipeline) -> None:
+            status, raw = pipe.hmget(key, ["status", "metadata"])
+            if status is None:
+                raise JobNotFound(job_id)
+            metadata = json.loads(raw) if raw else {}
+            metadata.update(values)
+            pipe.multi()
+            pipe.hset(key, "metadata", _dump_json(metadata, "metadata"))
+            pipe.hmget(key, PUBLIC_FIELDS)
+
+        results = self._redis.transaction(merge, key)
+        return _public(results[-1]) or {}
+
+    # --- internal step records (never part of the public job) ---
+
+    def record_step(self, job_id: str, step: str, result: dict) -> None:
+        """Remember that a worker step finished and what it produced, so a retried or re-delivered job
+        can skip work already done."""
+        if not step:
+            raise ValueError("step name must not be empty")
+        self._write(job_id, {_STEP_PREFIX + step: _dump_json(result, "step result")})
+
+    def get_steps(self, job_id: str) -> dict[str, dict]:
+        """Step name -> recorded result. Raises :class:`JobNotFound`."""
+        raw = self._redis.hgetall(self._key(job_id))
+        if not raw:
+            raise JobNotFound(job_id)
+        steps: dict[str, dict] = {}
+        for field, value in raw.items():
+            name = _text(field) or ""
+            if name.startswith(_STEP_PREFIX):
+                steps[name[len(_STEP_PREFIX) :]] = json.loads(value)
+        return steps
+
+    def clear_steps(self, job_id: str) -> None:
+        """Forget all step records (a fresh start). Raises :class:`JobNotFound`."""
+        if not int(self._clear_steps(keys=[self._key(job_id)])):
+            raise JobNotFound(job_id)
+
+    # --- queries and housekeeping ---
+
+    def count_active_using_storage(self, storage_id: str) -> int:
+        """How many pending or running jobs name this storage config in ``metadata.storage_id``.
+
+        Used to refuse deleting a storage config that work still depends on. Only the pending and
+        running indexes are read; they stay small because jobs finish.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        for status in ACTIVE_STATUSES:
+            pipe.zrange(self._index(status, None), 0, -1)
+        ids = {_text(i) for members in pipe.execute() for i in members}
+        if not ids:
+            return 0
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self._key(job_id or ""), "metadata")
+        count = 0
+        for raw in pipe.execute():
+            if not raw:
+                continue
+            metadata = json.loads(raw)
+            if isinstance(metadata, dict) and metadata.get("storage_id") == storage_id:
+                count += 1
+        return count
+
+    def delete(self, job_id: str) -> bool:
+        """Remove the job, its step records and every index entry at once (for retention of old jobs).
+        Returns False when there was no such job."""
+        reply = self._delete(keys=[self._key(job_id)], args=[job_id, self._prefix, *JOB_STATUSES])
+        return bool(int(reply))
+
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "ALLOWED",
+    "JOB_STATUSES",
+    "JOB_TYPES",
+    "PUBLIC_FIELDS",
+    "TERMINAL_STATUSES",
+    "JobNotFound",
+    "JobStore",
+    "TransitionError",
+]
