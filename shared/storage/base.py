@@ -1,0 +1,265 @@
+"""The one small interface every storage backend implements, plus the pieces they share.
+
+Backups are streamed: a snapshot can be far larger than memory, so ``write`` consumes an iterator of chunks
+and hashes while it writes, and readers get streams. Backends differ (a directory, an S3 bucket) but
+callers -- the backup and restore workers, retention, the API's "test connection" button -- only see this
+module.
+
+Keys are relative POSIX-style names (``collection/2026-11-24T02:15:00Z/full.snapshot``). They are validated
+the same way for every backend so that a backup written to one backend can be copied to another unchanged.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import BinaryIO
+
+MiB = 1024 * 1024
+DEFAULT_CHUNK_SIZE = 1 * MiB
+DEFAULT_MAX_READ_BYTES = 16 * MiB
+MAX_KEY_LENGTH = 1024  # S3's limit (bytes of UTF-8); applied everywhere so keys stay portable
+
+# Temporary files of an unfinished local write are named like this; such names are reserved (never valid keys)
+# so that listing can skip them without ever hiding a real object.
+TEMP_NAME_RE = re.compile(r"^\..*\.qbm-[0-9a-f]{12}\.part$")
+
+
+class StorageError(Exception):
+    """A backend failure. The message is for a person (what failed, where) and never contains secrets."""
+
+
+class InvalidKey(StorageError):
+    """The key is not a clean relative name (absolute, ``..``, NUL, empty component) or escapes the root."""
+
+
+class PathNotAllowed(StorageError):
+    """A local storage path is not under any of the configured allowed roots."""
+
+
+class ObjectNotFound(StorageError):
+    """The key names no object."""
+
+
+class BucketNotFound(StorageError):
+    """The configured S3 bucket does not exist."""
+
+
+class PermissionDenied(StorageError):
+    """The backend refused the operation (file permissions, S3 access denied, bad credentials)."""
+
+
+class StorageUnavailable(StorageError):
+    """The backend could not be reached (connection refused, DNS, TLS, timeout): usually worth a retry."""
+
+
+class Cancelled(StorageError):
+    """The ``should_continue`` callback asked to stop; nothing was left behind at the key."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` unchanged if it is a clean relative object name, else raise :class:`InvalidKey`.
+
+    One canonical spelling per object (no ``.``, empty components or trailing slash) keeps local and S3
+    listings identical, and rejecting ``..``/absolute names/NUL/backslashes is the first line of defence
+    against writing outside a local root.
+    """
+    if not isinstance(key, str):
+        raise InvalidKey(f"storage key must be a string, not {type(key).__name__}")
+    if not key:
+        raise InvalidKey("storage key must not be empty")
+    _check_chars(key)
+    if key.startswith("/"):
+        raise InvalidKey(f"storage key {key!r} must be relative (no leading '/')")
+    for part in key.split("/"):
+        _check_component(key, part)
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """Validate a listing prefix: like a key, but may be empty, end with ``/`` or end in a partial name."""
+    if not isinstance(prefix, str):
+        raise InvalidKey(f"storage prefix must be a string, not {type(prefix).__name__}")
+    if not prefix:
+        return prefix
+    _check_chars(prefix)
+    if prefix.startswith("/"):
+        raise InvalidKey(f"storage prefix {prefix!r} must be relative (no leading '/')")
+    parts = prefix.split("/")
+    for part in parts[:-1]:
+        _check_component(prefix, part)
+    if parts[-1] in (".", ".."):
+        raise InvalidKey(f"storage prefix {prefix!r} must not contain '.' or '..' components")
+    return prefix
+
+
+def _check_chars(key: str) -> None:
+    if "\x00" in key:
+        raise InvalidKey(f"storage key {key!r} contains a NUL character")
+    if "\\" in key:
+        raise InvalidKey(f"storage key {key!r} contains a backslash; use '/' to separate components")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_LENGTH:
+        raise InvalidKey(f"storage key is longer than {MAX_KEY_LENGTH} bytes")
+
+
+def _check_component(key: str, part: str) -> None:
+    if part == "":
+        raise InvalidKey(f"storage key {key!r} has an empty component ('//' or a trailing '/')")
+    if part in (".", ".."):
+        raise InvalidKey(f"storage key {key!r} must not contain '.' or '..' components")
+    if TEMP_NAME_RE.match(part):
+        raise InvalidKey(f"storage key {key!r} uses a name reserved for temporary files")
+
+
+class ChunkFeed:
+    """Pull chunks from the caller's iterator, hashing and counting them, and honour the two callbacks.
+
+    Both backends consume the stream through this so that size/sha256 describe exactly the bytes handed to
+    the backend, and cancellation/progress behave the same everywhere. ``should_continue`` is asked before
+    every chunk (and once more before accepting end-of-stream), ``on_progress`` after every chunk.
+    """
+
+    def __init__(self, chunks: Iterable[bytes], key: str, *,
+                 on_progress: Callable[[int], None] | None = None,
+                 should_continue: Callable[[], bool] | None = None) -> None:
+        self._it = iter(chunks)
+        self._key = key
+        self._on_progress = on_progress
+        self._should_continue = should_continue
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.done = False
+
+    def next_chunk(self) -> bytes | None:
+        """The next non-empty chunk, or None at the end. Empty chunks are skipped (they are not EOF)."""
+        while not self.done:
+            if self._should_continue is not None and not self._should_continue():
+                raise Cancelled(f"write of {self._key!r} was cancelled")
+            try:
+                chunk = next(self._it)
+            except StopIteration:
+                self.done = True
+                return None
+            if not isinstance(chunk, bytes | bytearray | memoryview):
+                raise TypeError(f"chunks must be bytes, got {type(chunk).__name__}")
+            if not chunk:
+                continue
+            chunk = bytes(chunk)
+            self._hash.update(chunk)
+            self.size += len(chunk)
+            if self._on_progress is not None:
+                self._on_progress(self.size)
+            return chunk
+        return None
+
+    def result(self) -> WriteResult:
+        return WriteResult(size=self.size, sha256=self._hash.hexdigest())
+
+
+class Storage(abc.ABC):
+    """A place to keep backups: ``LocalStorage`` (a directory) or ``S3Storage`` (a bucket)."""
+
+    kind: str
+
+    @abc.abstractmethod
+    def write(self, key: str, chunks: Iterable[bytes], *, on_progress: Callable[[int], None] | None = None,
+              should_continue: Callable[[], bool] | None = None) -> WriteResult:
+        """Stream ``chunks`` to ``key`` with bounded memory; return size and sha256 of what was written.
+
+        Atomic: nothing is visible at ``key`` until every chunk is stored (an existing object stays intact
+        until then). On any exception -- from the backend, from the chunk iterator, or :class:`Cancelled` when
+        ``should_continue()`` returns False -- no partial object, temp file or incomplete upload remains.
+        Exceptions raised by the chunk iterator or the callbacks propagate unchanged.
+        """
+
+    @abc.abstractmethod
+    def open(self, key: str) -> BinaryIO:
+        """A streaming reader (``.read(n)``, context manager). Raises :class:`ObjectNotFound`."""
+
+    def iter_chunks(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+        """Stream an object as chunks. Raises :class:`ObjectNotFound` when called, not on first ``next()``."""
+        reader = self.open(key)
+        return _iter_reader(reader, chunk_size)
+
+    @abc.abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """Size and modification time. Raises :class:`ObjectNotFound`."""
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.stat(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (a plain string prefix, as in S3), sorted by key."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an object; a missing object is not an error (deletes are retried by retention)."""
+
+    @abc.abstractmethod
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object under ``prefix``. An empty prefix is refused: it would wipe the whole store."""
+
+    @abc.abstractmethod
+    def abort_incomplete(self, prefix: str) -> int:
+        """Remove what interrupted writes under ``prefix`` left behind; return how many were removed.
+
+        A worker killed mid-write (SIGKILL, OOM, power loss) cannot clean up after itself: a local temp file
+        or an S3 incomplete multipart upload (billed, invisible in listings) remains. Call this before
+        retrying a write under ``prefix``, and only while no other write under it is running -- an
+        in-progress write there would fail. An empty prefix is refused.
+        """
+
+    def read_bytes(self, key: str, max_size: int = DEFAULT_MAX_READ_BYTES) -> bytes:
+        """Read a small object (a manifest) whole; over ``max_size`` is an error, not a memory spike."""
+        with self.open(key) as reader:
+            data = reader.read(max_size + 1)
+            while len(data) <= max_size:
+                more = reader.read(max_size + 1 - len(data))
+                if not more:
+                    break
+                data += more
+        if len(data) > max_size:
+            raise StorageError(f"object {key!r} is larger than {max_size} bytes; refusing to read it whole")
+        return data
+
+    def write_bytes(self, key: str, data: bytes) -> WriteResult:
+        return self.write(key, [data])
+
+    @abc.abstractmethod
+    def test(self) -> tuple[bool, str]:
+        """Write and remove a probe object. Returns ``(ok, message)``; never raises for backend failures."""
+
+    def presigned_get_url(self, key: str, expires: timedelta) -> str:
+        """A time-limited URL anyone can GET (lets Qdrant download a snapshot straight from S3)."""
+        raise NotImplementedError(f"{self.kind} storage cannot produce presigned URLs")
+
+
+def _iter_reader(reader: BinaryIO, chunk_size: int) -> Iterator[bytes]:
+    with reader:
+        while True:
+            chunk = reader.read(chunk_size)
+            if not chunk:
+                return
+            yield chunk
