@@ -1,0 +1,451 @@
+"""A small Qdrant REST client: discovery, collection/shard snapshots, recovery. Nothing else.
+
+Why not qdrant-client: QBM moves multi-gigabyte snapshots, and the official client buffers snapshot
+downloads and uploads in memory (qdrant-client#323, #324). Here every transfer streams: downloads are an
+iterator of bounded chunks, uploads are a multipart body generated from a file object, so memory use does
+not grow with snapshot size.
+
+Wire details this client deals with (see SNAPSHOT_API.md):
+
+* Errors come as JSON ``{"status": {"error": "..."}}`` on most routes but as plain text on download routes
+  and from the auth layer; both become :class:`QdrantError` with the HTTP status and Qdrant's message.
+* ``wait=false`` answers 202 with no ``result``: create calls then return ``None``, delete/recover
+  calls ``True`` (accepted).
+* Snapshot creation and recovery can take hours, so those calls have no read timeout (a client timeout
+  would not cancel the work on the server anyway). Everything else uses the normal read timeout, which
+  for a download bounds how long one socket read may stall.
+* Only idempotent GETs are retried (connection errors, 502/503/504, with exponential backoff through
+  urllib3's ``Retry``). A POST that may have reached Qdrant is never re-sent behind the caller's back:
+  retrying a snapshot create could make a second snapshot, and retrying a recovery could run it twice.
+  Connection *establishment* failures are retried for every method, since then nothing was sent.
+* The API key travels only in the ``api-key`` header. It never appears in messages or ``repr``.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import secrets
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+DEFAULT_CHUNK_SIZE = 1024 * 1024
+RETRY_STATUSES = frozenset({502, 503, 504})
+TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
+_MAX_ERROR_BODY = 64 * 1024
+
+
+class QdrantError(Exception):
+    """Qdrant answered with an error, or could not be talked to.
+
+    ``status`` is the HTTP status, or None when there was no (complete) answer; ``message`` is Qdrant's
+    own text (e.g. ``Not found: Collection `foo` doesn't exist!``) so callers can show it unchanged.
+    """
+
+    def __init__(self, status: int | None, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(f"Qdrant error {status}: {message}" if status is not None else message)
+
+    @property
+    def transient(self) -> bool:
+        """True when trying again later may succeed (no answer, timeout, rate limit, gateway/unavailable)."""
+        return self.status is None or self.status in TRANSIENT_STATUSES
+
+
+class QdrantUnavailable(QdrantError):
+    """No answer at all: connection refused/reset, DNS, or timeout (after retries for GETs)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)
+
+
+class QdrantStreamError(QdrantError):
+    """A snapshot download broke off: fewer bytes than Content-Length, a dropped connection, or a stall
+    longer than the read timeout. Transient; the download must be restarted from the beginning."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)
+
+
+class SnapshotDownload:
+    """An open snapshot download. Iterate once to get ``bytes`` chunks of at most ``chunk_size``.
+
+    ``size`` is the Content-Length (None when Qdrant streams without one, e.g. S3-backed snapshots).
+    A body that ends early, or a connection that drops or stalls mid-way, raises
+    :class:`QdrantStreamError` from the iteration, never a silently truncated result. Close it (or use
+    it as a context manager) if you stop early, so the connection is released.
+    """
+
+    def __init__(self, response: requests.Response, chunk_size: int, what: str) -> None:
+        self._response = response
+        self._chunk_size = chunk_size
+        self._what = what
+        self._started = False
+        self.bytes_read = 0
+        length = response.headers.get("Content-Length")
+        encoding = response.headers.get("Content-Encoding", "identity").lower()
+        # With a content-coding the decoded length differs from Content-Length; then we cannot check it.
+        known = length is not None and length.isdigit() and encoding == "identity"
+        self.size: int | None = int(length) if known else None
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._started:
+            raise RuntimeError("a SnapshotDownload can be iterated only once")
+        self._started = True
+        return self._chunks()
+
+    def _chunks(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._response.iter_content(self._chunk_size):
+                if chunk:
+                    self.bytes_read += len(chunk)
+                    yield chunk
+            if self.size is not None and self.bytes_read != self.size:
+                raise QdrantStreamError(
+                    f"download of {self._what} ended after {self.bytes_read} of {self.size} bytes")
+        except (requests.RequestException, OSError) as exc:
+            raise QdrantStreamError(
+                f"download of {self._what} broke off after {self.bytes_read}"
+                f"{'' if self.size is None else f' of {self.size}'} bytes: {_short(exc)}") from exc
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._response.close()
+
+    def __enter__(self) -> SnapshotDownload:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _MultipartBody:
+    """``multipart/form-data`` with one file field, generated on the fly from a file object.
+
+    requests' ``files=`` builds the whole body in memory; this reads ``chunk_size`` at a time instead.
+    Without a known size requests sends it with chunked transfer encoding.
+    """
+
+    def __init__(self, fileobj: BinaryIO, filename: str, size: int | None, chunk_size: int) -> None:
+        if any(c in filename for c in '"\\/\r\n\x00') or not filename:
+            raise ValueError(f"upload file name {filename!r} must be a plain file name")
+        self.boundary = "qbm-" + secrets.token_hex(16)
+        self._head = (
+            f"--{self.boundary}\r\n"
+            f'Content-Disposition: form-data; name="snapshot"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        self._tail = f"\r\n--{self.boundary}--\r\n".encode()
+        self._fileobj = fileobj
+        self._size = size
+        self._chunk_size = chunk_size
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def total_length(self) -> int | None:
+        return None if self._size is None else len(self._head) + self._size + len(self._tail)
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._head
+        sent = 0
+        while chunk := self._fileobj.read(self._chunk_size):
+            sent += len(chunk)
+            if self._size is not None and sent > self._size:
+                raise ValueError(f"upload source gave more than the announced {self._size} bytes")
+            yield bytes(chunk)
+        if self._size is not None and sent != self._size:
+            raise ValueError(f"upload source gave {sent} bytes, {self._size} were announced")
+        yield self._tail
+
+
+class _SizedMultipartBody(_MultipartBody):
+    """Same body with ``__len__``: requests then sends Content-Length instead of chunked encoding."""
+
+    def __len__(self) -> int:
+        return self.total_length() or 0
+
+
+class QdrantClient:
+    """Talks to one Qdrant node. Thread-safe for concurrent calls (one pooled requests.Session)."""
+
+    def __init__(self, url: str, api_key: str | None = None, *, connect_timeout: float = 5.0,
+                 read_timeout: float = 60.0, retries: int = 3, backoff: float = 0.5) -> None:
+        self.url = url.rstrip("/")
+        self._api_key = api_key or None
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.retries = retries
+        self.backoff = backoff
+        retry = Retry(
+            total=retries, connect=retries, read=retries, status=retries, other=0,
+            allowed_methods=frozenset({"GET", "HEAD"}),  # read/status retries: idempotent reads only
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=backoff, backoff_max=30.0,
+            raise_on_status=False,  # hand the last 5xx back to us, so its message is reported
+            respect_retry_after_header=True,
+        )
+        self._session = requests.Session()
+        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=16)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers["User-Agent"] = "qbm-qdrant-client"
+        if self._api_key:
+            self._session.headers["api-key"] = self._api_key
+
+    def with_api_key(self, api_key: str | None) -> QdrantClient:
+        """A client for the same node and settings but another key (e.g. per-node keys)."""
+        return QdrantClient(self.url, api_key, connect_timeout=self.connect_timeout,
+                            read_timeout=self.read_timeout, retries=self.retries, backoff=self.backoff)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> QdrantClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"QdrantClient({self.url!r}, api_key={'***' if self._api_key else None})"
+
+    # ----- service / cluster -----------------------------------------------------------------------
+
+    def root(self) -> dict[str, Any]:
+        """``GET /``: ``{"title", "version", "commit"}`` (not wrapped in Qdrant's result envelope)."""
+        body = self._json(self._request("GET", "/"))
+        if not isinstance(body, dict):
+            raise QdrantError(200, f"unexpected answer to GET /: {str(body)[:200]}")
+        return body
+
+    def version(self) -> str | None:
+        return self.root().get("version")
+
+    def cluster_status(self) -> dict[str, Any]:
+        return self._result(self._request("GET", "/cluster"))
+
+    # ----- collections -------------------------------------------------------------------------------
+
+    def list_collections(self) -> list[str]:
+        result = self._result(self._request("GET", "/collections"))
+        return [c["name"] for c in result.get("collections", [])]
+
+    def collection_info(self, name: str) -> dict[str, Any]:
+        return self._result(self._request("GET", f"/collections/{_q(name)}"))
+
+    def collection_cluster_info(self, name: str) -> dict[str, Any]:
+        return self._result(self._request("GET", f"/collections/{_q(name)}/cluster"))
+
+    # ----- collection snapshots ----------------------------------------------------------------------
+
+    def list_snapshots(self, collection: str) -> list[dict[str, Any]]:
+        """Snapshot descriptions, unsorted (as Qdrant returns them)."""
+        return self._result(self._request("GET", f"/collections/{_q(collection)}/snapshots"))
+
+    def create_snapshot(self, collection: str, *, wait: bool = True) -> dict[str, Any] | None:
+        """The new SnapshotDescription, or None when ``wait=False`` (Qdrant gives no name then)."""
+        resp = self._request("POST", f"/collections/{_q(collection)}/snapshots",
+                             params={"wait": _flag(wait)}, long=True)
+        return None if resp.status_code == 202 else self._result(resp)
+
+    def delete_snapshot(self, collection: str, name: str, *, wait: bool = True) -> bool:
+        """True when deleted (``wait=True``) or accepted (``wait=False``)."""
+        resp = self._request("DELETE", f"/collections/{_q(collection)}/snapshots/{_q(name)}",
+                             params={"wait": _flag(wait)}, long=True)
+        return True if resp.status_code == 202 else bool(self._result(resp))
+
+    def download_snapshot(self, collection: str, name: str, *,
+                          chunk_size: int = DEFAULT_CHUNK_SIZE) -> SnapshotDownload:
+        return self._download(f"/collections/{_q(collection)}/snapshots/{_q(name)}", chunk_size,
+                              f"snapshot {name} of {collection}")
+
+    # ----- shard snapshots -----------------------------------------------------------------------------
+
+    def list_shard_snapshots(self, collection: str, shard_id: int) -> list[dict[str, Any]]:
+        return self._result(self._request("GET", f"{_shard(collection, shard_id)}/snapshots"))
+
+    def create_shard_snapshot(self, collection: str, shard_id: int, *,
+                              wait: bool = True) -> dict[str, Any] | None:
+        resp = self._request("POST", f"{_shard(collection, shard_id)}/snapshots",
+                             params={"wait": _flag(wait)}, long=True)
+        return None if resp.status_code == 202 else self._result(resp)
+
+    def delete_shard_snapshot(self, collection: str, shard_id: int, name: str, *, wait: bool = True) -> bool:
+        resp = self._request("DELETE", f"{_shard(collection, shard_id)}/snapshots/{_q(name)}",
+                             params={"wait": _flag(wait)}, long=True)
+        return True if resp.status_code == 202 else bool(self._result(resp))
+
+    def download_shard_snapshot(self, collection: str, shard_id: int, name: str, *,
+                                chunk_size: int = DEFAULT_CHUNK_SIZE) -> SnapshotDownload:
+        return self._download(f"{_shard(collection, shard_id)}/snapshots/{_q(name)}", chunk_size,
+                              f"snapshot {name} of {collection} shard {shard_id}")
+
+    # ----- recovery ------------------------------------------------------------------------------------
+
+    def recover_from_url(self, collection: str, location: str, *, priority: str | None = None,
+                         checksum: str | None = None, api_key: str | None = None, wait: bool = True) -> bool:
+        """Make Qdrant fetch ``location`` (http(s):// or file:// inside its snapshots dir) and restore it.
+
+        ``api_key`` is sent by Qdrant to ``location`` (for pulling from another node). True when done
+        (``wait=True``) or accepted (``wait=False``; failures are then invisible, poll cluster info).
+        """
+        body = _recover_body(location, priority, checksum, api_key)
+        resp = self._request("PUT", f"/collections/{_q(collection)}/snapshots/recover",
+                             params={"wait": _flag(wait)}, json=body, long=True,
+                             redact=_secrets_of(location, api_key))
+        return True if resp.status_code == 202 else bool(self._result(resp))
+
+    def recover_shard_from_url(self, collection: str, shard_id: int, location: str, *,
+                               priority: str | None = None, checksum: str | None = None,
+                               api_key: str | None = None, wait: bool = True) -> bool:
+        """Shard recovery from an http(s) URL or a bare file name in the shard's snapshot dir."""
+        body = _recover_body(location, priority, checksum, api_key)
+        resp = self._request("PUT", f"{_shard(collection, shard_id)}/snapshots/recover",
+                             params={"wait": _flag(wait)}, json=body, long=True,
+                             redact=_secrets_of(location, api_key))
+        return True if resp.status_code == 202 else bool(self._result(resp))
+
+    def upload_and_recover(self, collection: str, fileobj: BinaryIO, *, filename: str = "upload.snapshot",
+                           size: int | None = None, priority: str | None = None, checksum: str | None = None,
+                           wait: bool = True) -> bool:
+        """Stream ``fileobj`` to Qdrant as a multipart upload and recover the collection from it.
+
+        Pass ``size`` (bytes ``fileobj`` will yield) to send a Content-Length; otherwise the body is
+        chunked. Qdrant keeps the uploaded file as ``<snapshots>/<collection>/<filename>``.
+        """
+        return self._upload(f"/collections/{_q(collection)}/snapshots/upload", fileobj, filename, size,
+                            priority, checksum, wait)
+
+    def upload_and_recover_shard(self, collection: str, shard_id: int, fileobj: BinaryIO, *,
+                                 filename: str = "upload.snapshot", size: int | None = None,
+                                 priority: str | None = None, checksum: str | None = None,
+                                 wait: bool = True) -> bool:
+        return self._upload(f"{_shard(collection, shard_id)}/snapshots/upload", fileobj, filename, size,
+                            priority, checksum, wait)
+
+    # ----- plumbing --------------------------------------------------------------------------------------
+
+    def _upload(self, path: str, fileobj: BinaryIO, filename: str, size: int | None, priority: str | None,
+                checksum: str | None, wait: bool) -> bool:
+        body: _MultipartBody = (_MultipartBody if size is None else _SizedMultipartBody)(
+            fileobj, filename, size, DEFAULT_CHUNK_SIZE)
+        params = {"wait": _flag(wait)}
+        if priority is not None:
+            params["priority"] = priority
+        if checksum is not None:
+            params["checksum"] = checksum
+        resp = self._request("POST", path, params=params, data=body, long=True,
+                             headers={"Content-Type": body.content_type})
+        return True if resp.status_code == 202 else bool(self._result(resp))
+
+    def _download(self, path: str, chunk_size: int, what: str) -> SnapshotDownload:
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        return SnapshotDownload(self._request("GET", path, stream=True), chunk_size, what)
+
+    def _request(self, method: str, path: str, *, params: dict[str, str] | None = None,
+                 json: Any = None, data: Iterable[bytes] | None = None, headers: dict[str, str] | None = None,
+                 long: bool = False, stream: bool = False, redact: tuple[str, ...] = ()) -> requests.Response:
+        timeout = (self.connect_timeout, None if long else self.read_timeout)
+        try:
+            # Always streamed at first, so an error body is read with a size cap (a proxy's HTML page
+            # or a misbehaving node cannot make us buffer much); small JSON answers are read right after.
+            # No redirects: requests would re-send our custom ``api-key`` header to wherever a redirect
+            # points (it only strips ``Authorization``), and Qdrant itself never redirects.
+            resp = self._session.request(method, self.url + path, params=params, json=json, data=data,
+                                         headers=headers, timeout=timeout, stream=True, allow_redirects=False)
+            if resp.status_code >= 300:
+                try:
+                    raise QdrantError(resp.status_code, self._redact(_error_message(resp), redact))
+                finally:
+                    resp.close()
+            if not stream:
+                resp.content  # noqa: B018 - read the (small) body now and give the connection back
+        except requests.RequestException as exc:
+            message = f"cannot reach Qdrant at {self.url} ({method} {path}): {_short(exc)}"
+            raise QdrantUnavailable(self._redact(message, redact)) from None
+        return resp
+
+    def _redact(self, message: str, extra: tuple[str, ...]) -> str:
+        for secret in (self._api_key, *extra):
+            if secret and secret in message:
+                message = message.replace(secret, "***")
+        return message
+
+    @staticmethod
+    def _json(resp: requests.Response) -> Any:
+        try:
+            return resp.json()
+        except ValueError:
+            raise QdrantError(resp.status_code, f"unexpected non-JSON answer: {resp.text[:200]!r}") from None
+
+    def _result(self, resp: requests.Response) -> Any:
+        body = self._json(resp)
+        if not isinstance(body, dict) or "result" not in body:
+            raise QdrantError(resp.status_code, f"answer without a result: {str(body)[:200]}")
+        return body["result"]
+
+
+def _error_message(resp: requests.Response) -> str:
+    """Qdrant's error text: ``status.error`` from JSON, else the (plain-text) body, else the reason."""
+    try:
+        raw = resp.raw.read(_MAX_ERROR_BODY, decode_content=True)
+    except Exception:  # noqa: BLE001 - the body is best effort; the status already says what happened
+        raw = b""
+    text = raw.decode(resp.encoding or "utf-8", errors="replace").strip()
+    try:
+        body = jsonlib.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        status = body.get("status")
+        if isinstance(status, dict) and isinstance(status.get("error"), str):
+            return status["error"]
+        if isinstance(status, str):
+            return status  # e.g. "already_in_progress"
+    if 300 <= resp.status_code < 400:
+        return f"unexpected redirect ({resp.status_code}) to {resp.headers.get('Location', '?')}"
+    return text or resp.reason or f"HTTP {resp.status_code}"
+
+
+def _recover_body(location: str, priority: str | None, checksum: str | None,
+                  api_key: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"location": location}
+    if priority is not None:
+        body["priority"] = priority
+    if checksum is not None:
+        body["checksum"] = checksum
+    if api_key is not None:
+        body["api_key"] = api_key
+    return body
+
+
+def _secrets_of(location: str, api_key: str | None) -> tuple[str, ...]:
+    """Values Qdrant might echo back that must not reach logs: the key and a presigned URL's query."""
+    query = urlsplit(location).query
+    return tuple(s for s in (api_key, query) if s)
+
+
+def _q(segment: str) -> str:
+    return quote(str(segment), safe="")
+
+
+def _shard(collection: str, shard_id: int) -> str:
+    return f"/collections/{_q(collection)}/shards/{int(shard_id)}"
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:300] + "..."

@@ -1,0 +1,466 @@
+"""The double's on-disk state: collection data directories and real snapshot archives.
+
+Everything QBM cares about is real here: a collection is a directory of files whose size the test
+chooses, snapshots are uncompressed tar files of that directory built in a temp dir and moved into
+``<snapshots_path>/<collection>/`` after their ``.checksum`` sidecar is written (the order real Qdrant
+uses, so a listed snapshot always has its checksum), and recovery unpacks and validates an archive
+before it replaces anything, so points_count and size after a restore come from the snapshot itself.
+
+Layout of a collection directory (a small version of Qdrant's, enough for snapshots to be meaningful)::
+
+    <storage>/collections/<name>/config.json        {"config": CollectionConfig, "points_count": N}
+                                 version.info        the Qdrant version that wrote the data
+                                 payload_index.json
+                                 <shard_id>/shard_config.json   {"points_count", "data_size", "data_sha256"}
+                                 <shard_id>/replica_state.json
+                                 <shard_id>/segments/data.bin   the bulk bytes (pseudo-random)
+
+The per-shard sha256 lets recovery notice a corrupted archive the way a real node fails on a damaged
+segment: the collection is left untouched and the call answers 400.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import struct
+import tarfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.qdrant_double import errors
+
+BLOCK = 1 << 20
+DATA_FILE = Path("segments") / "data.bin"
+
+
+def default_config(vectors: dict[str, Any], shard_number: int, replication_factor: int = 1,
+                   write_consistency_factor: int = 1) -> dict[str, Any]:
+    """A CollectionConfig with Qdrant 1.19's defaults (what GET /collections/{c} shows for a fresh one)."""
+    return {
+        "params": {
+            "vectors": vectors,
+            "shard_number": shard_number,
+            "replication_factor": replication_factor,
+            "write_consistency_factor": write_consistency_factor,
+            "on_disk_payload": True,
+        },
+        "hnsw_config": {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000,
+                        "max_indexing_threads": 0, "on_disk": False},
+        "optimizer_config": {"deleted_threshold": 0.2, "vacuum_min_vector_number": 1000,
+                             "default_segment_number": 0, "max_segment_size": None,
+                             "memmap_threshold": None, "indexing_threshold": 10000,
+                             "flush_interval_sec": 5, "max_optimization_threads": None},
+        "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0, "wal_retain_closed": 1},
+        "quantization_config": None,
+        "strict_mode_config": {"enabled": False},
+    }
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(BLOCK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_data(path: Path, size: int, seed: bytes, counter_base: int) -> str:
+    """Write ``size`` pseudo-random bytes fast: one random 1 MiB block, its first 8 bytes XOR a counter.
+
+    Every block differs and nothing is zeros, yet a 2 GiB collection costs only disk time. Returns the
+    sha256 of what was written (computed on the way, not by re-reading).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    buf = bytearray(seed)
+    view = memoryview(buf)
+    base = int.from_bytes(seed[:8], "little")
+    remaining = size
+    index = counter_base
+    with open(path, "wb") as f:
+        while remaining > 0:
+            struct.pack_into("<Q", buf, 0, base ^ index)
+            piece = view[: min(remaining, len(buf))]
+            f.write(piece)
+            digest.update(piece)
+            remaining -= len(piece)
+            index += 1
+    return digest.hexdigest()
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """Split ``total`` into ``parts`` near-equal non-negative integers (first ones get the remainder)."""
+    share, extra = divmod(total, parts)
+    return [share + (1 if i < extra else 0) for i in range(parts)]
+
+
+def _version_tuple(version: str) -> tuple[int, int]:
+    parts = version.strip().split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError) as exc:
+        raise errors.wrong_input(f"Snapshot has an unreadable version.info: {version!r}") from exc
+
+
+class Store:
+    """Collections and snapshots under one root. Thread-safe: one lock per collection."""
+
+    def __init__(self, root: Path, *, peer_id: int, version: str,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.root = root
+        self.peer_id = peer_id
+        self.version = version
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.collections_dir = root / "storage" / "collections"
+        self.tmp_dir = root / "storage" / "tmp"
+        self.snapshots_path = root / "snapshots"
+        for d in (self.collections_dir, self.tmp_dir, self.snapshots_path):
+            d.mkdir(parents=True, exist_ok=True)
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.RLock] = {}
+        # Replica states that differ from "Active" (e.g. ManualRecovery while a recovery runs).
+        self._states: dict[tuple[str, int], str] = {}
+
+    # ----- locking / paths -------------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(name, threading.RLock())
+        with lock:
+            yield
+
+    def collection_dir(self, name: str) -> Path:
+        return self.collections_dir / name
+
+    def snapshot_dir(self, name: str, shard_id: int | None = None) -> Path:
+        base = self.snapshots_path / name
+        return base if shard_id is None else base / "shards" / str(shard_id)
+
+    def _tmp_path(self, prefix: str) -> Path:
+        return self.tmp_dir / f"{prefix}-{uuid.uuid4().hex}"
+
+    # ----- collections -------------------------------------------------------------------------------
+
+    def exists(self, name: str) -> bool:
+        return (self.collection_dir(name) / "config.json").is_file()
+
+    def require(self, name: str) -> None:
+        if not self.exists(name):
+            raise errors.collection_not_found(name)
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.collections_dir.iterdir() if (p / "config.json").is_file())
+
+    def create(self, name: str, *, config: dict[str, Any], points: int = 0, size_bytes: int = 0) -> None:
+        """Create a collection directory with ``points`` points and ``size_bytes`` of data over its shards."""
+        shard_number = int(config["params"]["shard_number"])
+        with self.locked(name):
+            if self.exists(name):
+                raise errors.wrong_input(f"Collection `{name}` already exists!")
+            staging = self._tmp_path(f"create-{name}")
+            staging.mkdir(parents=True)
+            try:
+                seed = os.urandom(BLOCK)
+                sizes = _split(size_bytes, shard_number)
+                counts = _split(points, shard_number)
+                for shard_id in range(shard_number):
+                    self._write_shard(staging / str(shard_id), counts[shard_id], sizes[shard_id],
+                                      seed, shard_id << 40)
+                (staging / "payload_index.json").write_text("{}")
+                (staging / "version.info").write_text(self.version)
+                (staging / "config.json").write_text(json.dumps({"config": config, "points_count": points}))
+                target = self.collection_dir(name)
+                if target.exists():  # leftovers of a half-deleted collection
+                    shutil.rmtree(target)
+                os.replace(staging, target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            # Real Qdrant creates the collection's snapshot directory with the collection.
+            self.snapshot_dir(name).mkdir(parents=True, exist_ok=True)
+
+    def _write_shard(self, shard_dir: Path, points: int, size: int, seed: bytes, counter_base: int) -> None:
+        shard_dir.mkdir(parents=True)
+        data_sha = _write_data(shard_dir / DATA_FILE, size, seed, counter_base)
+        (shard_dir / "shard_config.json").write_text(json.dumps(
+            {"type": "Local", "points_count": points, "data_size": size, "data_sha256": data_sha}))
+        (shard_dir / "replica_state.json").write_text(json.dumps(
+            {"this_peer_id": self.peer_id, "peers": {str(self.peer_id): "Active"}}))
+
+    def drop(self, name: str) -> bool:
+        """Delete the collection's data. Its snapshots stay (Qdrant keeps them as possible backups)."""
+        with self.locked(name):
+            target = self.collection_dir(name)
+            if not self.exists(name):
+                return False
+            trash = self._tmp_path(f"drop-{name}")
+            os.replace(target, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+            with self._guard:
+                for key in [k for k in self._states if k[0] == name]:
+                    del self._states[key]
+            return True
+
+    def meta(self, name: str) -> dict[str, Any]:
+        try:
+            return json.loads((self.collection_dir(name) / "config.json").read_text())
+        except FileNotFoundError:
+            raise errors.collection_not_found(name) from None
+
+    def config(self, name: str) -> dict[str, Any]:
+        return self.meta(name)["config"]
+
+    def shard_ids(self, name: str) -> list[int]:
+        return list(range(int(self.config(name)["params"]["shard_number"])))
+
+    def shard_exists(self, name: str, shard_id: int) -> bool:
+        return (self.collection_dir(name) / str(shard_id) / "shard_config.json").is_file()
+
+    def shard_points(self, name: str, shard_id: int) -> int:
+        path = self.collection_dir(name) / str(shard_id) / "shard_config.json"
+        return int(json.loads(path.read_text())["points_count"])
+
+    def points_count(self, name: str) -> int:
+        self.require(name)
+        return sum(self.shard_points(name, s) for s in self.shard_ids(name))
+
+    def shard_state(self, name: str, shard_id: int) -> str:
+        with self._guard:
+            return self._states.get((name, shard_id), "Active")
+
+    def set_shard_state(self, name: str, shard_id: int, state: str | None) -> None:
+        with self._guard:
+            if state is None or state == "Active":
+                self._states.pop((name, shard_id), None)
+            else:
+                self._states[(name, shard_id)] = state
+
+    def collection_info(self, name: str) -> dict[str, Any]:
+        config = self.config(name)
+        points = self.points_count(name)
+        threshold = config["optimizer_config"].get("indexing_threshold") or 10000
+        return {
+            "status": "green",
+            "optimizer_status": "ok",
+            "warnings": [],
+            "indexed_vectors_count": points if points >= threshold else 0,
+            "points_count": points,
+            "segments_count": len(self.shard_ids(name)),
+            "config": copy.deepcopy(config),
+            "payload_schema": {},
+            "update_queue": {"length": 0},
+        }
+
+    # ----- snapshots: list / describe / resolve ----------------------------------------------------------
+
+    def describe(self, path: Path) -> dict[str, Any]:
+        stat = path.stat()
+        created = datetime.fromtimestamp(int(stat.st_mtime), UTC).replace(tzinfo=None)
+        description: dict[str, Any] = {
+            "name": path.name,
+            "creation_time": created.isoformat(timespec="seconds"),
+            "size": stat.st_size,
+        }
+        checksum_path = path.with_name(path.name + ".checksum")
+        if checksum_path.is_file():
+            description["checksum"] = checksum_path.read_text().strip()
+        return description
+
+    def list_snapshots(self, directory: Path) -> list[dict[str, Any]]:
+        """Descriptions of ``*.snapshot`` files, in directory order (Qdrant does not sort them)."""
+        if not directory.is_dir():
+            return []
+        found = []
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_file() and entry.name.endswith(".snapshot"):
+                    try:
+                        found.append(self.describe(Path(entry.path)))
+                    except FileNotFoundError:  # deleted while listing
+                        continue
+        return found
+
+    def resolve_snapshot(self, directory: Path, snapshot_name: str) -> Path:
+        """The file for ``snapshot_name`` inside ``directory``; anything escaping it counts as missing."""
+        try:
+            base = directory.resolve(strict=True)
+            path = (base / snapshot_name).resolve(strict=True)
+        except (FileNotFoundError, NotADirectoryError, OSError):
+            raise errors.snapshot_not_found(snapshot_name) from None
+        if not path.is_relative_to(base) or not path.is_file():
+            raise errors.snapshot_not_found(snapshot_name)
+        return path
+
+    def delete_snapshot(self, path: Path) -> None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            raise errors.snapshot_not_found(path.name) from None
+        path.with_name(path.name + ".checksum").unlink(missing_ok=True)
+
+    # ----- snapshots: create ------------------------------------------------------------------------------
+
+    def _timestamp(self) -> str:
+        return self.clock().astimezone(UTC).strftime("%Y-%m-%d-%H-%M-%S")
+
+    def create_collection_snapshot(self, name: str) -> dict[str, Any]:
+        with self.locked(name):
+            self.require(name)
+            snapshot_name = f"{name}-{self.peer_id}-{self._timestamp()}.snapshot"
+            archive = self._tmp_path(f"snapshot-{name}")
+            _build_tar(self.collection_dir(name), archive)
+        return self._store_file(archive, self.snapshot_dir(name) / snapshot_name)
+
+    def create_shard_snapshot(self, name: str, shard_id: int) -> dict[str, Any]:
+        with self.locked(name):
+            self.require(name)
+            if not self.shard_exists(name, shard_id):
+                raise errors.shard_not_found(shard_id)
+            snapshot_name = f"{name}-shard-{shard_id}-{self._timestamp()}.snapshot"
+            archive = self._tmp_path(f"snapshot-{name}-{shard_id}")
+            _build_tar(self.collection_dir(name) / str(shard_id), archive)
+        return self._store_file(archive, self.snapshot_dir(name, shard_id) / snapshot_name)
+
+    def _store_file(self, source: Path, target: Path) -> dict[str, Any]:
+        """Move a finished archive into place the way Qdrant does: checksum first, ``.tmp``, then rename."""
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            checksum = sha256_file(source)
+            target.with_name(target.name + ".checksum").write_text(checksum)
+            tmp = target.with_suffix(".tmp")
+            shutil.move(source, tmp)
+            os.replace(tmp, target)
+        finally:
+            source.unlink(missing_ok=True)
+        return self.describe(target)
+
+    # ----- recovery ---------------------------------------------------------------------------------------
+
+    def recover_collection(self, name: str, archive: Path) -> None:
+        """Replace (or create) collection ``name`` from a collection snapshot archive.
+
+        The archive is unpacked and fully validated in the temp dir first; any problem answers 400 and
+        the existing collection is not touched.
+        """
+        staging = self._tmp_path(f"recover-{name}")
+        try:
+            _unpack(archive, staging)
+            meta = self._validate_collection_tree(staging)
+            with self.locked(name):
+                shard_ids = list(range(int(meta["config"]["params"]["shard_number"])))
+                if self.exists(name):
+                    _check_compatible(self.config(name), meta["config"])
+                for shard_id in shard_ids:
+                    self.set_shard_state(name, shard_id, "ManualRecovery")
+                try:
+                    meta["points_count"] = sum(
+                        int(json.loads((staging / str(s) / "shard_config.json").read_text())["points_count"])
+                        for s in shard_ids)
+                    (staging / "config.json").write_text(json.dumps(meta))
+                    self._swap_in(staging, self.collection_dir(name))
+                finally:
+                    for shard_id in shard_ids:
+                        self.set_shard_state(name, shard_id, None)
+                self.snapshot_dir(name).mkdir(parents=True, exist_ok=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def recover_shard(self, name: str, shard_id: int, archive: Path) -> None:
+        """Replace one shard's data from a shard snapshot archive (the shard must already exist)."""
+        self.require(name)
+        if not self.shard_exists(name, shard_id):
+            raise errors.shard_not_found(shard_id)
+        staging = self._tmp_path(f"recover-{name}-{shard_id}")
+        try:
+            _unpack(archive, staging)
+            _validate_shard_tree(staging, "shard snapshot")
+            with self.locked(name):
+                self.require(name)
+                if not self.shard_exists(name, shard_id):
+                    raise errors.shard_not_found(shard_id)
+                self.set_shard_state(name, shard_id, "ManualRecovery")
+                try:
+                    self._swap_in(staging, self.collection_dir(name) / str(shard_id))
+                    meta = self.meta(name)
+                    meta["points_count"] = sum(self.shard_points(name, s) for s in self.shard_ids(name))
+                    (self.collection_dir(name) / "config.json").write_text(json.dumps(meta))
+                finally:
+                    self.set_shard_state(name, shard_id, None)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _swap_in(self, staging: Path, target: Path) -> None:
+        trash = self._tmp_path("replaced")
+        if target.exists():
+            os.replace(target, trash)
+        os.replace(staging, target)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def _validate_collection_tree(self, tree: Path) -> dict[str, Any]:
+        try:
+            meta = json.loads((tree / "config.json").read_text())
+            shard_number = int(meta["config"]["params"]["shard_number"])
+            version = (tree / "version.info").read_text()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise errors.wrong_input(f"Snapshot is not a valid collection snapshot: {exc}") from None
+        snap_major, snap_minor = _version_tuple(version)
+        node_major, node_minor = _version_tuple(self.version)
+        if snap_major != node_major or snap_minor not in (node_minor, node_minor - 1):
+            raise errors.wrong_input(
+                f"Snapshot version {version.strip()} is not compatible with Qdrant version {self.version}: "
+                "snapshots can be restored on the same or the next minor version")
+        for shard_id in range(shard_number):
+            _validate_shard_tree(tree / str(shard_id), f"shard {shard_id}")
+        return meta
+
+
+def _check_compatible(existing: dict[str, Any], incoming: dict[str, Any]) -> None:
+    for key in ("vectors", "shard_number"):
+        if existing["params"].get(key) != incoming["params"].get(key):
+            raise errors.wrong_input(
+                f"Snapshot is not compatible with existing collection: Collection {key} "
+                f"{existing['params'].get(key)} is not equal to snapshot {key} {incoming['params'].get(key)}")
+
+
+def _validate_shard_tree(shard_dir: Path, what: str) -> None:
+    try:
+        shard_config = json.loads((shard_dir / "shard_config.json").read_text())
+        points = int(shard_config["points_count"])
+        expected_size = int(shard_config["data_size"])
+        expected_sha = str(shard_config["data_sha256"])
+        data = shard_dir / DATA_FILE
+        actual_size = data.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise errors.wrong_input(f"Snapshot is corrupted: {what} is incomplete: {exc}") from None
+    if points < 0 or actual_size != expected_size or sha256_file(data) != expected_sha:
+        raise errors.wrong_input(f"Snapshot is corrupted: {what} segment data does not match its manifest")
+
+
+def _build_tar(source_dir: Path, archive: Path) -> None:
+    """An uncompressed tar of ``source_dir``'s contents (paths relative to it), like Qdrant's archives."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT, copybufsize=BLOCK) as tar:
+        for path in sorted(source_dir.rglob("*")):
+            tar.add(path, arcname=path.relative_to(source_dir).as_posix(), recursive=False)
+
+
+def _unpack(archive: Path, dest: Path) -> None:
+    """Unpack an uncompressed tar safely; anything that is not one (or is damaged) is a 400."""
+    try:
+        with tarfile.open(archive, "r:", copybufsize=BLOCK) as tar:
+            for member in tar:
+                parts = Path(member.name).parts
+                if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
+                    raise errors.wrong_input(f"Snapshot archive has an unexpected entry: {member.name!r}")
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise errors.wrong_input(f"Failed to unpack snapshot archive: {exc}") from None
