@@ -1,0 +1,104 @@
+"""Where backups live in storage and what their manifest says.
+
+Layout: ``{collection}/{backup_id}/`` holding the snapshot file (``collection.snapshot`` or
+``shard-{id}.snapshot``) and ``manifest.json``. As in pgBackRest, the manifest is written last and a
+backup exists only once its manifest exists: a directory without one is an unfinished transfer, never
+listed, never restored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+from shared.storage.base import ObjectNotFound, Storage
+from shared.timeutil import utcnow
+
+MANIFEST_NAME = "manifest.json"
+BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+
+
+class ManifestError(ValueError):
+    """A manifest is missing, unreadable, or does not describe the backup it sits beside."""
+
+
+def qbm_version() -> str:
+    try:
+        return version("qdrant-backup-manager")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+        return "0+unknown"
+
+
+def new_backup_id() -> str:
+    """``20261124T021500Z-1a2b3c4d``: sorts by creation time, unique with 32 random bits per second."""
+    return f"{utcnow().strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
+
+
+def snapshot_file_name(shard_id: int | None) -> str:
+    return "collection.snapshot" if shard_id is None else f"shard-{shard_id}.snapshot"
+
+
+def backup_prefix(collection: str, backup_id: str) -> str:
+    return f"{collection}/{backup_id}/"
+
+
+def snapshot_key(collection: str, backup_id: str, shard_id: int | None) -> str:
+    return backup_prefix(collection, backup_id) + snapshot_file_name(shard_id)
+
+
+def manifest_key(collection: str, backup_id: str) -> str:
+    return backup_prefix(collection, backup_id) + MANIFEST_NAME
+
+
+@dataclass(frozen=True)
+class Manifest:
+    backup_id: str
+    job_id: str
+    type: str  # backup | shard_backup
+    collection: str
+    shard_id: int | None
+    qdrant_snapshot_name: str
+    key: str
+    size: int
+    sha256: str
+    created_at: str
+    qdrant_version: str | None
+    points_count: int | None
+    qbm_version: str
+    format: int = 1
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, *, where: str) -> Manifest:
+        try:
+            raw = json.loads(data)
+            fields = {name: raw[name] for name in cls.__dataclass_fields__ if name != "format"}
+            manifest = cls(**fields, format=int(raw.get("format", 1)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ManifestError(f"manifest at {where} is not valid: {exc}") from exc
+        if not re.fullmatch(r"[0-9a-f]{64}", manifest.sha256) or manifest.size < 0:
+            raise ManifestError(f"manifest at {where} has an invalid size or sha256")
+        return manifest
+
+
+def write_manifest(storage: Storage, manifest: Manifest) -> None:
+    storage.write_bytes(manifest_key(manifest.collection, manifest.backup_id), manifest.to_json())
+
+
+def read_manifest(storage: Storage, collection: str, backup_id: str) -> Manifest:
+    key = manifest_key(collection, backup_id)
+    try:
+        data = storage.read_bytes(key)
+    except ObjectNotFound:
+        raise ManifestError(
+            f"backup {backup_id!r} of collection {collection!r} not found in storage (no {key})"
+        ) from None
+    manifest = Manifest.from_json(data, where=key)
+    if manifest.backup_id != backup_id or manifest.collection != collection:
+        raise ManifestError(f"manifest at {key} describes {manifest.collection}/{manifest.backup_id}")
+    return manifest

@@ -1,0 +1,75 @@
+"""A Redis lease: a lock that expires unless its holder keeps renewing it.
+
+Used so that at most one backup runs per collection (and shard) at a time, across every worker
+machine. A lease, not a plain lock, because a worker may die holding it (SIGKILL, lost machine): the
+key then expires and the job's redelivered message, or another job, can take it. The holder is a job
+id, so the same job re-taking its own lease after a redelivery succeeds.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import redis
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class Lease:
+    def __init__(self, client: redis.Redis, key: str, holder: str, ttl_ms: int = 60_000) -> None:
+        self.client = client
+        self.key = key
+        self.holder = holder
+        self.ttl_ms = ttl_ms
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> bool:
+        """Take the lease, or keep it if this holder already has it. False when someone else holds it."""
+        if self.client.set(self.key, self.holder, nx=True, px=self.ttl_ms):
+            return True
+        return bool(self._renew(keys=[self.key], args=[self.holder, self.ttl_ms]))
+
+    def holder_now(self) -> str | None:
+        value = self.client.get(self.key)
+        return value.decode() if value else None
+
+    def renew(self) -> bool:
+        return bool(self._renew(keys=[self.key], args=[self.holder, self.ttl_ms]))
+
+    def release(self) -> None:
+        self.stop_renewing()
+        self._release(keys=[self.key], args=[self.holder])
+
+    def keep_renewed(self) -> None:
+        """Renew in a background thread every third of the TTL until :meth:`stop_renewing`."""
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.wait(self.ttl_ms / 3000):
+                try:
+                    self.renew()
+                except redis.RedisError:
+                    pass  # the next tick tries again; the TTL leaves room for two misses
+
+        self._thread = threading.Thread(target=loop, name=f"lease:{self.key}", daemon=True)
+        self._thread.start()
+
+    def stop_renewing(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

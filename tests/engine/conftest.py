@@ -1,0 +1,145 @@
+"""Fixtures for end-to-end engine tests: a real ``qbm worker`` subprocess and the API in front of it.
+
+Jobs go in through the real API (Flask test client) with the real enqueuer, the worker processes them
+from real Redis, talking to the Qdrant double over HTTP and to local disk or moto's S3.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.config import Config
+from shared.jobs import JobStore
+from shared.redis_conn import connect
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class WorkerProcess:
+    """``qbm worker`` in its own process group, so a test can SIGKILL the whole thing like a crash."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "worker", "--processes", "1", "--threads", "2"],
+            env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL every process of the worker at once: the master, Dramatiq's and its children."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def engine_config(redis_url: str, key_prefix: str, qdrant, tmp_path: Path) -> Config:  # noqa: ANN001
+    root = tmp_path / "storage"
+    root.mkdir()
+    return Config(
+        redis_url=redis_url,
+        redis_url_explicit=True,
+        qdrant_url=qdrant.url,
+        data_dir=tmp_path / "data",
+        storage_roots=(root,),
+        key_prefix=key_prefix,
+    )
+
+
+@pytest.fixture
+def worker_env(engine_config: Config) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QBM_")}
+    env.update({
+        "QBM_REDIS_URL": engine_config.redis_url,
+        "QBM_KEY_PREFIX": engine_config.key_prefix,
+        "QBM_QDRANT_URL": engine_config.qdrant_url,
+        "QBM_DATA_DIR": str(engine_config.data_dir),
+        "QBM_STORAGE_ROOTS": ":".join(str(p) for p in engine_config.storage_roots),
+        "QBM_LOG_LEVEL": "INFO",
+    })
+    return env
+
+
+@pytest.fixture
+def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start() -> WorkerProcess:
+        worker = WorkerProcess(worker_env, tmp_path / f"worker-{len(started)}.log").start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def worker(start_worker: Callable[[], WorkerProcess]) -> WorkerProcess:
+    return start_worker()
+
+
+@pytest.fixture
+def app(engine_config: Config):  # noqa: ANN201
+    from api.app import create_app
+
+    return create_app(engine_config)
+
+
+@pytest.fixture
+def client(app):  # noqa: ANN001, ANN201
+    return app.test_client()
+
+
+@pytest.fixture
+def jobs(engine_config: Config) -> JobStore:
+    return JobStore(connect(engine_config.redis_url), engine_config.key_prefix)
+
+
+def wait_for_job(jobs: JobStore, job_id: str, statuses: tuple[str, ...] = ("completed", "failed", "cancelled"),
+                 timeout: float = 60.0, worker: WorkerProcess | None = None) -> dict:
+    """Poll the job until its status is one of ``statuses`` (a deadline, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    job = jobs.get(job_id)
+    while time.monotonic() < deadline:
+        job = jobs.get(job_id)
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.05)
+    detail = f"\nworker log:\n{worker.log()[-4000:]}" if worker else ""
+    raise AssertionError(f"job {job_id} still {job['status']} (progress {job['progress']}) "
+                         f"after {timeout}s: {job}{detail}")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -1,0 +1,34 @@
+"""Which steps make up each job type, in order, and which queue runs them.
+
+Backups and restores use separate queues so that a burst of nightly backups never delays a restore
+someone is waiting for (run ``qbm worker --queues restores`` on a dedicated machine if needed).
+"""
+
+from __future__ import annotations
+
+BACKUP_STEPS = ("create", "transfer", "finalize")
+RESTORE_STEPS = ("prepare", "recover", "verify")
+
+STEPS = {
+    "backup": BACKUP_STEPS,
+    "shard_backup": BACKUP_STEPS,
+    "restore": RESTORE_STEPS,
+    "shard_restore": RESTORE_STEPS,
+}
+
+
+def family(job_type: str) -> str:
+    return "backup" if job_type in ("backup", "shard_backup") else "restore"
+
+
+def queue_for(job_type: str) -> str:
+    return "backups" if family(job_type) == "backup" else "restores"
+
+
+def actor_name(job_type: str, step: str) -> str:
+    return f"{family(job_type)}_{step}"
+
+
+def next_step(job_type: str, done: dict) -> str | None:
+    """The first step of the chain that has not recorded a result (None when all have)."""
+    return next((s for s in STEPS[job_type] if s not in done), None)

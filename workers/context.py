@@ -1,0 +1,93 @@
+"""What a step needs, built once per worker process from the environment's configuration."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from shared.config import Config, load_config
+from shared.jobs import JobStore
+from shared.qdrant import QdrantClient
+from shared.redis_conn import connect
+from shared.storage import Storage, from_config
+from shared.storage_configs import StorageConfigNotFound, StorageConfigStore
+from workers.errors import JobCancelled, PermanentError
+
+
+@dataclass
+class Context:
+    config: Config
+    redis: redis.Redis
+    jobs: JobStore
+    storages: StorageConfigStore
+    qdrant: QdrantClient
+
+    @classmethod
+    def from_config(cls, config: Config) -> Context:
+        client = connect(config.redis_url)
+        return cls(
+            config=config,
+            redis=client,
+            jobs=JobStore(client, config.key_prefix),
+            storages=StorageConfigStore(client, config.key_prefix),
+            qdrant=QdrantClient(config.qdrant_url, config.qdrant_api_key),
+        )
+
+    def storage_for(self, job: dict) -> tuple[dict, Storage]:
+        storage_id = (job.get("metadata") or {}).get("storage_id")
+        try:
+            cfg = self.storages.get(storage_id, with_secret=True) if storage_id else None
+        except StorageConfigNotFound:
+            cfg = None
+        if cfg is None:
+            raise PermanentError(f"storage backend {storage_id!r} no longer exists")
+        return cfg, from_config(cfg, allowed_roots=self.config.storage_roots)
+
+    def lease_key(self, job: dict, collection: str) -> str:
+        base = f"{self.config.key_prefix}lock:c:{collection}"
+        return base if job.get("shard_id") is None else f"{base}:s:{job['shard_id']}"
+
+
+@functools.cache
+def get_context() -> Context:
+    return Context.from_config(load_config())
+
+
+class Progress:
+    """Maps bytes moved within one step onto the job's 0-100 progress, written at most ~3 times a second."""
+
+    def __init__(self, jobs: JobStore, job_id: str, start: int, end: int, total: int | None) -> None:
+        self.jobs, self.job_id = jobs, job_id
+        self.start, self.end, self.total = start, end, total
+        self._last = 0.0
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.3 or not self.total:
+            return
+        self._last = now
+        fraction = min(1.0, done / self.total)
+        self.jobs.set_progress(self.job_id, int(self.start + (self.end - self.start) * fraction))
+
+
+def cancel_check(jobs: JobStore, job_id: str, every: float = 0.5) -> Callable[[], bool]:
+    """A ``should_continue`` callback: False once the job was cancelled (checked at most every ``every`` s)."""
+    state = {"at": 0.0, "ok": True}
+
+    def should_continue() -> bool:
+        now = time.monotonic()
+        if now - state["at"] >= every:
+            state["at"] = now
+            state["ok"] = jobs.get(job_id)["status"] != "cancelled"
+        return state["ok"]
+
+    return should_continue
+
+
+def raise_if_cancelled(jobs: JobStore, job_id: str) -> None:
+    if jobs.get(job_id)["status"] == "cancelled":
+        raise JobCancelled(job_id)

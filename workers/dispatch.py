@@ -1,0 +1,53 @@
+"""How the API (and the scheduler) hand a stored job to the workers.
+
+Only the job id travels in the message; the worker reads everything else from the job hash. The first
+step that has not recorded a result is enqueued, so a retried job resumes where it stopped.
+Messages are built by actor *name*, so callers need the broker but not the worker modules.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import dramatiq
+
+from shared.config import Config
+from shared.jobs import JobStore
+from shared.redis_conn import connect
+from workers.broker import make_broker
+from workers.chains import STEPS, actor_name, next_step, queue_for
+
+Enqueue = Callable[[str], None]
+
+
+def send_step(broker: dramatiq.Broker, job_type: str, step: str, job_id: str, *, delay_ms: int | None = None
+              ) -> None:
+    message = dramatiq.Message(
+        queue_name=queue_for(job_type),
+        actor_name=actor_name(job_type, step),
+        args=(job_id,),
+        kwargs={},
+        options={},
+    )
+    broker.enqueue(message, delay=delay_ms)
+
+
+def make_enqueuer(config: Config) -> Enqueue:
+    """Return ``enqueue(job_id)``, which sends the job's next step to its queue."""
+    broker = _broker(config.redis_url, config.key_prefix)
+    jobs = JobStore(connect(config.redis_url), config.key_prefix)
+
+    def enqueue(job_id: str) -> None:
+        job = jobs.get(job_id)
+        # All steps recorded but the job not ended (a crash right after the last step): run the last one
+        # again; steps are idempotent and the last one ends the job.
+        step = next_step(job["type"], jobs.get_steps(job_id)) or STEPS[job["type"]][-1]
+        send_step(broker, job["type"], step, job_id)
+
+    return enqueue
+
+
+@functools.cache
+def _broker(redis_url: str, prefix: str) -> dramatiq.Broker:
+    return make_broker(redis_url, prefix)

@@ -1,0 +1,49 @@
+"""How a step's failure is judged: retry it (transient) or fail the job at once (permanent).
+
+Connection errors, Qdrant 5xx/408/429, a download cut mid-stream, S3/IO errors and Redis hiccups are
+transient: Dramatiq's Retries middleware runs the step again with backoff. A missing collection or
+backup, a checksum mismatch, or any other 4xx answer will not get better by waiting, so the job fails
+straight away with a sentence a person can act on.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from shared.backups import ManifestError
+from shared.qdrant import QdrantError, QdrantUnavailable
+from shared.storage.base import InvalidKey, ObjectNotFound, StorageError
+
+
+class PermanentError(Exception):
+    """Fail the job now; the message is shown to the user as the job's ``error``."""
+
+
+class LockBusy(Exception):
+    """Another job holds the collection's lease; this step waits and runs again later."""
+
+
+class JobCancelled(Exception):
+    """The user cancelled the job while a step was running."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, PermanentError | ManifestError | InvalidKey | ObjectNotFound):
+        return False
+    if isinstance(exc, QdrantUnavailable):
+        return True
+    if isinstance(exc, QdrantError):
+        return exc.status is None or exc.status >= 500 or exc.status in (408, 429)
+    if isinstance(exc, StorageError | redis.RedisError | OSError | ConnectionError | TimeoutError):
+        return True
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason for the job's ``error`` field (never a traceback, never a secret)."""
+    if isinstance(exc, QdrantError):
+        where = f" (HTTP {exc.status})" if exc.status else ""
+        return f"Qdrant: {exc.message}{where}"
+    if isinstance(exc, PermanentError | ManifestError | StorageError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
