@@ -2,7 +2,7 @@
 
 Layout: one hash ``{prefix}storage:{id}`` per config (absent field = ``None``), a sorted set
 ``{prefix}storages:all`` of ids scored by creation time in microseconds (so :meth:`StorageConfigStore.list`
-is ordered without sorting in Python), and one string ``{prefix}storage:default`` holding the default
+is ordered without sorting in Python), and one string ``{prefix}storages:default`` holding the default
 config's id. ``is_default`` is derived from that one key rather than stored per config, so "at most one
 default" holds by construction and changing the default is a single atomic SET.
 
@@ -110,7 +110,7 @@ class StorageConfigStore:
         self._redis = redis
         self._prefix = prefix
         self._index_key = f"{prefix}storages:all"
-        self._default_key = f"{prefix}storage:default"
+        self._default_key = f"{prefix}storages:default"
         self._update = redis.register_script(_UPDATE_LUA)
         self._delete = redis.register_script(_DELETE_LUA)
 

@@ -1,0 +1,187 @@
+"""Storage backends: where backups are written (a local directory under QBM_STORAGE_ROOTS or an S3 bucket).
+
+Each backend is validated for its type on create and, merged with the stored one, on update, so a stored
+config is always usable in principle; POST /storage/test checks that it works in practice. The S3 secret
+key is write-only: accepted, stored, handed to the storage client, never answered or logged.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+from flask_smorest import abort
+
+from api.envelope import Blueprint, BoolResult
+from api.schemas.storage import (
+    StorageCreateSchema,
+    StorageSchema,
+    StorageTestResultSchema,
+    StorageUpdateSchema,
+)
+from api.services import services
+from shared.storage import StorageError, check_local_path, from_config
+from shared.storage_configs import StorageConfigNotFound
+
+blp = Blueprint("storage", __name__, description="Storage backends for backups")
+
+ID_PARAM = {
+    "in": "path",
+    "name": "id",
+    "description": "Storage configuration ID",
+    "schema": {"type": "string"},
+}
+
+#: The store issues ids like ``st_1a2b3c4d5e6f``; anything else cannot exist. Checking first also keeps
+#: arbitrary text out of Redis key names (``storage:default`` is the store's default pointer, not a config).
+_ID_RE = re.compile(r"^st_[A-Za-z0-9]{1,60}$")
+
+LOCAL_FIELDS = ("path",)
+S3_FIELDS = ("s3_endpoint", "s3_bucket", "s3_region", "s3_access_key", "s3_secret_key")
+
+
+def storage_id_or_404(value: str) -> str:
+    """Raise StorageConfigNotFound (-> 404) for ids the store never issues."""
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        raise StorageConfigNotFound(str(value)[:80])
+    return value
+
+
+class InvalidStorage(ValueError):
+    """A backend description that cannot work; ``field`` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def validate_backend(data: dict[str, Any]) -> dict[str, Any]:
+    """Check a complete backend description for its type and return it normalised.
+
+    local: ``path`` is required and must resolve under one of QBM_STORAGE_ROOTS (it is stored resolved,
+    so a later symlink swap cannot move it); s3: endpoint (http/https URL), bucket, region, access key
+    and secret key are required. Fields that belong to the other type are refused rather than silently
+    kept, because a stored but unused field would mislead whoever reads the config.
+    """
+    kind = data.get("type")
+    own, other = (LOCAL_FIELDS, S3_FIELDS) if kind == "local" else (S3_FIELDS, LOCAL_FIELDS)
+    for name in other:
+        if data.get(name) is not None:
+            raise InvalidStorage(name, f"not allowed for {kind} storage")
+    for name in own:
+        value = data.get(name)
+        if value is None or not str(value).strip():
+            raise InvalidStorage(name, f"required for {kind} storage")
+    out = dict(data)
+    if kind == "local":
+        roots = services().config.storage_roots
+        try:
+            out["path"] = str(check_local_path(data["path"], roots))
+        except StorageError as exc:
+            raise InvalidStorage("path", str(exc)) from None
+    else:
+        endpoint = urlparse(data["s3_endpoint"])
+        if endpoint.scheme not in ("http", "https") or not endpoint.hostname:
+            raise InvalidStorage("s3_endpoint", "must be an http:// or https:// URL with a host")
+        out["s3_endpoint"] = data["s3_endpoint"].rstrip("/")
+    return out
+
+
+def _validated(data: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return validate_backend(data)
+    except InvalidStorage as exc:
+        abort(422, message=str(exc))
+        raise
+
+
+@blp.route("/storage")
+@blp.response(200, StorageSchema(many=True))
+@blp.errors(401, 503)
+def list_storage() -> list[dict]:
+    """All storage backends, oldest first"""
+    return services().storage_configs.list()
+
+
+@blp.route("/storage", methods=["POST"])
+@blp.arguments(StorageCreateSchema)
+@blp.response(201, StorageSchema)
+@blp.errors(401, 422, 503)
+def create_storage(body: dict) -> dict:
+    """Create a storage backend
+
+    is_default: true makes it the default and clears the flag on every other backend in the same step.
+    """
+    config = _validated(body)
+    return services().storage_configs.create(config)
+
+
+@blp.route("/storage/test", methods=["POST"])
+@blp.arguments(StorageCreateSchema)
+@blp.response(200, StorageTestResultSchema,
+              description="success false (with the reason in message) when the backend fails the test")
+@blp.errors(401, 422)
+def try_storage(body: dict) -> dict:
+    """Test a storage backend without saving it
+
+    local: the directory exists or can be created, and a probe file can be written and removed;
+    s3: the bucket exists and a probe object can be put and removed. Invalid input is a 422; a backend
+    that fails the test is a 200 with success false.
+    """
+    config = _validated(body)
+    try:
+        storage = from_config(config, allowed_roots=services().config.storage_roots)
+        success, message = storage.test()
+    except StorageError as exc:
+        success, message = False, str(exc)
+    return {"success": bool(success), "message": message}
+
+
+@blp.route("/storage/<id>", parameters=[ID_PARAM])
+@blp.response(200, StorageSchema)
+@blp.errors(401, 404, 503)
+def get_storage(id: str) -> dict:  # noqa: A002 - the contract's name
+    """One storage backend"""
+    return services().storage_configs.get(storage_id_or_404(id))
+
+
+@blp.route("/storage/<id>", methods=["PUT"], parameters=[ID_PARAM])
+@blp.arguments(StorageUpdateSchema)
+@blp.response(200, StorageSchema)
+@blp.errors(401, 404, 422, 503)
+def update_storage(body: dict, id: str) -> dict:  # noqa: A002
+    """Update a storage backend (partial)
+
+    Only the fields given change; type cannot change. The merged result is validated like a new backend
+    (a new path must be under QBM_STORAGE_ROOTS). Omit s3_secret_key to keep the stored one.
+    """
+    store = services().storage_configs
+    current = store.get(storage_id_or_404(id), with_secret=True)
+    if "type" in body and body["type"] != current["type"]:
+        abort(422, message=f"type: cannot change from {current['type']} to {body['type']}; "
+                           "create a new storage backend instead")
+    changes = {k: v for k, v in body.items() if k != "type"}
+    merged = _validated({**current, **changes})
+    for name in (*LOCAL_FIELDS, *S3_FIELDS):
+        if name in changes:
+            changes[name] = merged.get(name)
+    return store.update(id, changes)
+
+
+@blp.route("/storage/<id>", methods=["DELETE"], parameters=[ID_PARAM])
+@blp.response(200, BoolResult)
+@blp.errors(401, 404, 409, 503)
+def delete_storage(id: str) -> bool:  # noqa: A002
+    """Delete a storage backend
+
+    Refused with 409 while a pending or running job uses it. Backups already written stay where they are.
+    """
+    svc = services()
+    svc.storage_configs.get(storage_id_or_404(id))  # 404 before 409
+    active = svc.jobs.count_active_using_storage(id)
+    if active:
+        abort(409, message=f"storage backend {id} is used by {active} pending or running job(s); "
+                           "wait for them or cancel them first")
+    svc.storage_configs.delete(id)
+    return True
