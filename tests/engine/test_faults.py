@@ -29,7 +29,7 @@ def test_cancel_running_backup_stops_and_cleans_up(client, jobs, qdrant, worker,
     assert response.get_json()["result"]["status"] == "cancelled"
 
     # Within seconds: no partial file in storage, the snapshot made for the job is gone from Qdrant.
-    wait_until(lambda: files_under(root) == [] and qdrant.snapshot_files("big") == [], timeout=5,
+    wait_until(lambda: files_under(root) == [] and qdrant.snapshot_files("big") == [], timeout=3,
                what="partial upload and Qdrant snapshot removed")
     assert jobs.get(job["id"])["status"] == "cancelled"
 
