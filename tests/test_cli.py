@@ -133,6 +133,7 @@ def test_qbm_up_starts_everything_and_stops_cleanly(tmp_path: Path, redis_url: s
             raise AssertionError(f"qbm up did not stop within 60 s:\n{output[-3000:]}") from None
     assert proc.returncode == 0, output[-3000:]
     assert "WARNING: QBM_API_KEYS is empty" in output
+    assert f"API listening on http://127.0.0.1:{port} (gunicorn" in output
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children)
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base}/healthz", timeout=1)
