@@ -14,7 +14,8 @@ from api.services import Services
 from shared.config import Config
 from shared.jobs import JobNotFound, JobStore
 from shared.qdrant import QdrantClient, QdrantError, QdrantUnavailable
-from shared.redis_conn import connect
+from shared.redis_conn import from_config
+from shared.secret_box import SecretKeyError
 from shared.storage_configs import StorageConfigNotFound, StorageConfigStore
 from workers.dispatch import Enqueue, make_enqueuer
 
@@ -67,7 +68,7 @@ def create_app(config: Config, *, enqueue: Enqueue | None = None) -> Flask:
     )
     app.json.sort_keys = False  # keep "status", "time", "result" in the contract's order
 
-    redis_client = connect(config.redis_url)
+    redis_client = from_config(config)
     qdrant = QdrantClient(
         config.qdrant_url,
         config.qdrant_api_key,
@@ -79,7 +80,7 @@ def create_app(config: Config, *, enqueue: Enqueue | None = None) -> Flask:
         config=config,
         redis=redis_client,
         jobs=JobStore(redis_client, config.key_prefix),
-        storage_configs=StorageConfigStore(redis_client, config.key_prefix),
+        storage_configs=StorageConfigStore(redis_client, config.key_prefix, config.secret_keys),
         qdrant=qdrant,
         enqueue=enqueue if enqueue is not None else make_enqueuer(config),
     )
@@ -91,10 +92,12 @@ def create_app(config: Config, *, enqueue: Enqueue | None = None) -> Flask:
     auth.document(api.spec, enabled=config.auth_enabled)
     _register_error_handlers(app)
 
-    from api import cluster, collections, health, jobs, storage
+    from api import backups, cluster, collections, health, jobs, metrics, schedules, storage
 
     api.register_blueprint(health.blp)
-    blueprints: tuple[Blueprint, ...] = (cluster.blp, collections.blp, storage.blp, jobs.blp)
+    api.register_blueprint(metrics.blp)
+    blueprints: tuple[Blueprint, ...] = (cluster.blp, collections.blp, storage.blp, jobs.blp, schedules.blp,
+                                         backups.blp)
     for blp in blueprints:
         api.register_blueprint(blp, url_prefix=API_PREFIX)
     return app
@@ -126,5 +129,12 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(StorageConfigNotFound)
     def storage_not_found(error: StorageConfigNotFound) -> object:
         return error_response(404, f"storage backend {error.storage_id} not found")
+
+    @app.errorhandler(SecretKeyError)
+    def secret_key_problem(error: SecretKeyError) -> object:
+        # The request is fine; this server lacks (the right) QBM_SECRET_KEY. Only the operator can fix that,
+        # so it is a 503 naming the variable, not a 4xx that would blame the caller.
+        log.error("%s", error)
+        return error_response(503, str(error))
 
     app.register_error_handler(Exception, handle_unexpected)

@@ -2,13 +2,16 @@
 
 Keys are accepted as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` and compared with
 :func:`hmac.compare_digest` against every configured key (no early exit), so the answer time does not
-reveal how much of a key was right. The 401 is the same whether or not the resource exists, so probing
+reveal how much of a key was right. What is compared are SHA-256 digests of the keys, which all have the
+same length: ``compare_digest`` on raw keys would return early when the lengths differ, telling a prober
+the key's length. The 401 is the same whether or not the resource exists, so probing
 without a key learns nothing. Probes and docs (/healthz, /readyz, /openapi.json, /docs) stay open:
 orchestrators and people reading the docs have no key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 from apispec import APISpec
@@ -36,12 +39,17 @@ def presented_keys() -> list[str]:
     return keys
 
 
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
 def key_is_valid(presented: list[str], configured: tuple[str, ...]) -> bool:
+    """True if any presented key is a configured one; every pair is compared, in constant time."""
     matched = False
     for given in presented:
-        given_bytes = given.encode()
+        given_digest = _digest(given)
         for key in configured:
-            matched |= hmac.compare_digest(given_bytes, key.encode())
+            matched |= hmac.compare_digest(given_digest, _digest(key))
     return matched
 
 

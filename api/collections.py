@@ -25,7 +25,14 @@ from api.schemas.collections import (
 )
 from api.schemas.common import NameListResult, WaitQuerySchema
 from api.services import services
-from shared.qdrant import SnapshotDownload
+from shared.qdrant import QdrantError, SnapshotDownload
+from shared.recover_location import (
+    HostRule,
+    InvalidLocation,
+    check_recover_location,
+    parse_host_entry,
+    rule_for_url,
+)
 from shared.timeutil import parse_iso, to_iso
 from shared.validation import (
     COLLECTION_NAME_PATTERN,
@@ -268,21 +275,46 @@ def download_snapshot(name: str, snapshotName: str) -> Response:  # noqa: N803 -
 def recover_snapshot(body: dict, args: dict, name: str) -> bool | Response:
     """Recover a collection from a snapshot URL
 
-    Qdrant fetches the snapshot from location itself (http(s):// or file://), using api_key when given.
-    The api_key is passed to Qdrant only: never stored, returned or logged.
+    Qdrant fetches the snapshot from location itself, using api_key when given. http(s):// locations must
+    be on an allowed host (QBM_RECOVER_ALLOWED_HOSTS; by default Qdrant's own address and the S3 endpoints
+    of the registered storage backends), else 422; file:// locations must be inside Qdrant's snapshots
+    directory (Qdrant's refusal is a 422 with its message). The api_key is passed to Qdrant only: never
+    stored, returned or logged.
     """
     name = checked_collection(name)
-    done = services().qdrant.recover_from_url(
-        name,
-        body["location"],
-        priority=body["priority"],
-        checksum=body.get("checksum"),
-        api_key=body.get("api_key"),
-        wait=args["wait"],
-    )
+    location = body["location"]
+    try:
+        check_recover_location(location, _recover_rules())
+    except InvalidLocation as exc:
+        abort(422, message=f"location: {exc}")
+    try:
+        done = services().qdrant.recover_from_url(
+            name,
+            location,
+            priority=body["priority"],
+            checksum=body.get("checksum"),
+            api_key=body.get("api_key"),
+            wait=args["wait"],
+        )
+    except QdrantError as exc:
+        if exc.status == 403 and location.lower().startswith("file:"):
+            abort(422, message=f"location: Qdrant refused to read it ({exc.message}); file:// locations must be "
+                               "inside Qdrant's snapshots directory")
+        raise
     if not args["wait"]:
         return ok_response(None, 202)
     return bool(done)
+
+
+def _recover_rules() -> Iterator[HostRule]:
+    """The hosts a recover location may point at (lazily: Redis is read only for http(s) locations)."""
+    svc = services()
+    if svc.config.recover_allowed_hosts is not None:
+        yield from (parse_host_entry(entry) for entry in svc.config.recover_allowed_hosts)
+        return
+    urls = [svc.config.qdrant_url]
+    urls += [c["s3_endpoint"] for c in svc.storage_configs.list() if c.get("type") == "s3" and c.get("s3_endpoint")]
+    yield from (rule for rule in map(rule_for_url, urls) if rule is not None)
 
 
 # --- shard snapshots ----------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ ERROR_DESCRIPTIONS = {
     415: "The request body is not JSON",
     422: "Invalid input; the message names the field",
     502: "Qdrant answered with an error that has no better mapping; the message names Qdrant's status",
-    503: "Qdrant or Redis cannot be reached",
+    503: "Qdrant or Redis cannot be reached, or the server lacks configuration the request needs (an S3 secret "
+         "key cannot be stored or read without QBM_SECRET_KEY)",
 }
 
 

@@ -1,8 +1,9 @@
 """Jobs: create backup/restore work, follow it, cancel it, retry it.
 
 The API only records intent: a job is stored ``pending`` and its id handed to the workers through the
-app's ``enqueue``. Cancelling is a status change the worker notices between chunks (it cleans up);
-retrying moves a failed or cancelled job back to ``pending`` and hands it over again.
+app's ``enqueue`` -- by :mod:`shared.submit`, the code path the scheduler uses too. Cancelling is a status
+change the worker notices between chunks (it cleans up); retrying moves a failed or cancelled job back to
+``pending`` and hands it over again.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from flask_smorest import abort
 from api.envelope import Blueprint
 from api.schemas.jobs import JobCreateSchema, JobListQuerySchema, JobPageSchema, JobSchema
 from api.services import services
-from api.storage import storage_id_or_404
 from shared.jobs import JobNotFound, TransitionError
-from shared.storage_configs import StorageConfigNotFound
+from shared.submit import HandOverFailed, InvalidJobRequest
 
 log = logging.getLogger("qbm.api")
 
@@ -37,18 +37,11 @@ def _job_id(value: str) -> str:
 
 
 def _hand_over(job_id: str) -> None:
-    """Give the job to the workers; if that fails, cancel it with the reason (a retry can resubmit)."""
-    svc = services()
+    """Give the job to the workers; if that fails it is cancelled with the reason (a retry can resubmit)."""
     try:
-        svc.enqueue(job_id)
-    except Exception as exc:
-        log.error("could not enqueue job %s", job_id, exc_info=True, extra={"job_id": job_id})
-        try:
-            svc.jobs.transition(job_id, "cancelled", error=f"could not be handed to the workers: {exc}")
-        except (JobNotFound, TransitionError):
-            pass
-        abort(503, message=f"job {job_id} was stored but could not be handed to the workers; it is cancelled "
-                           "and can be retried")
+        services().submitter.hand_over(job_id)
+    except HandOverFailed as exc:
+        abort(503, message=str(exc))
 
 
 @blp.route("/jobs")
@@ -79,29 +72,13 @@ def create_job(body: dict) -> dict:
     storage backend (422 when there is none, or when the given one does not exist); the chosen id is
     written into the job's metadata.
     """
-    svc = services()
-    metadata = dict(body.get("metadata") or {})
-    storage_id = metadata.get("storage_id")
-    if storage_id is None:
-        default = svc.storage_configs.get_default()
-        if default is None:
-            abort(422, message="metadata.storage_id: not given and no default storage backend is configured")
-        storage_id = default["id"]
-    else:
-        try:
-            svc.storage_configs.get(storage_id_or_404(storage_id))
-        except StorageConfigNotFound:
-            abort(422, message=f"metadata.storage_id: storage backend {storage_id} does not exist")
-    metadata["storage_id"] = storage_id
-    job = svc.jobs.create(
-        body["type"],
-        body["collection_name"],
-        shard_id=body.get("shard_id"),
-        snapshot_name=body.get("snapshot_name"),
-        metadata=metadata,
-    )
-    _hand_over(job["id"])
-    return job
+    try:
+        return services().submitter.submit(body, validated=True)
+    except InvalidJobRequest as exc:
+        abort(422, message=str(exc))
+    except HandOverFailed as exc:
+        abort(503, message=str(exc))
+    raise AssertionError("unreachable")  # abort() raises
 
 
 @blp.route("/jobs/<id>", parameters=[ID_PARAM])

@@ -5,8 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
 from shared.config import Config
+
+
+class JsonLogger(Logger):
+    """Gunicorn's own lines ("Booting worker", "Worker timeout") through QBM's root handler: one JSON object
+    per line with secrets scrubbed, like everything else the API process writes (shared/logs.py)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            log.handlers.clear()
+            log.propagate = True
 
 
 class _Gunicorn(BaseApplication):
@@ -35,5 +47,6 @@ def serve(config: Config, *, workers: int, threads: int) -> None:
         "graceful_timeout": 30,
         "accesslog": None,
         "loglevel": config.log_level.lower(),
+        "logger_class": JsonLogger,
     }
     _Gunicorn(config, options).run()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import redis
 from flask import current_app
 
+from scheduler.store import ScheduleStore
 from shared.config import Config
 from shared.jobs import JobStore
 from shared.qdrant import QdrantClient
 from shared.storage_configs import StorageConfigStore
+from shared.submit import JobSubmitter
 from workers.dispatch import Enqueue
 
 
@@ -24,6 +27,15 @@ class Services:
     storage_configs: StorageConfigStore
     qdrant: QdrantClient
     enqueue: Enqueue
+
+    @cached_property
+    def submitter(self) -> JobSubmitter:
+        """Creates jobs: the one code path shared with the scheduler."""
+        return JobSubmitter(self.jobs, self.storage_configs, self.enqueue)
+
+    @cached_property
+    def schedules(self) -> ScheduleStore:
+        return ScheduleStore(self.redis, self.config.key_prefix)
 
 
 def services() -> Services:

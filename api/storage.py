@@ -21,7 +21,7 @@ from api.schemas.storage import (
     StorageUpdateSchema,
 )
 from api.services import services
-from shared.storage import StorageError, check_local_path, from_config
+from shared.storage import S3Storage, StorageError, check_local_path, from_config
 from shared.storage_configs import StorageConfigNotFound
 
 blp = Blueprint("storage", __name__, description="Storage backends for backups")
@@ -85,7 +85,24 @@ def validate_backend(data: dict[str, Any]) -> dict[str, Any]:
         if endpoint.scheme not in ("http", "https") or not endpoint.hostname:
             raise InvalidStorage("s3_endpoint", "must be an http:// or https:// URL with a host")
         out["s3_endpoint"] = data["s3_endpoint"].rstrip("/")
+        pass
     return out
+
+
+def _check_s3_client_settings(config: dict[str, Any]) -> None:
+    """Build the storage client once (no network) so that whatever it refuses -- a bucket name S3 does not
+    allow, an endpoint with a path or a bad port -- is a 422 now rather than a backend that is stored but
+    can never be used (found by schemathesis: bucket "0" was saved, then every use answered 503)."""
+    try:
+        S3Storage(config["s3_endpoint"], config["s3_bucket"], config.get("s3_region"),
+                  config.get("s3_access_key") or "", config.get("s3_secret_key") or "")
+    except StorageError as exc:
+        text = str(exc)
+        if text.startswith(("invalid bucket name", "an S3 storage needs a bucket")):
+            field = "s3_bucket"
+        else:
+            field = "s3_region" if "region" in text.lower() else "s3_endpoint"
+        raise InvalidStorage(field, text) from None
 
 
 def _validated(data: dict[str, Any]) -> dict[str, Any]:

@@ -1,17 +1,102 @@
-"""The scheduler process. Recurring backups and retention arrive with the scheduling issue; until then the
-process only proves its configuration and Redis connection and waits to be stopped."""
+"""The scheduler process (``qbm scheduler``): follow the leader lease, and while leading, fire schedules.
+
+Any number may run (on different machines): each polls the lease about every second. The one that holds
+it first catches up runs missed while no scheduler was up, then keeps an in-memory APScheduler in sync with
+the schedules in Redis; the others just keep polling, ready to take over when the lease expires.
+"""
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
+from datetime import datetime, timedelta
 
+from scheduler.fire import Firing
+from scheduler.leader import Leadership
+from scheduler.runner import ScheduleRunner
+from scheduler.store import ScheduleStore
 from shared.config import Config
+from shared.jobs import JobStore
+from shared.qdrant import QdrantClient
+from shared.redis_conn import from_config
+from shared.storage_configs import StorageConfigStore
+from shared.submit import JobSubmitter
+from shared.timeutil import utcnow
+
+log = logging.getLogger("qbm.scheduler")
+
+#: How often the lease is taken/renewed and the schedules' version checked.
+POLL_SECONDS = 1.0
+
+
+class SchedulerProcess:
+    def __init__(self, config: Config) -> None:
+        from workers.dispatch import make_enqueuer
+
+        client = from_config(config)  # follows a Sentinel failover when configured
+        self.store = ScheduleStore(client, config.key_prefix)
+        self.leadership = Leadership(client, config.key_prefix, config.scheduler_lease_seconds)
+        self.grace_seconds = config.misfire_grace_seconds
+        self.firing = Firing(
+            schedules=self.store,
+            submitter=JobSubmitter(JobStore(client, config.key_prefix),
+                                   StorageConfigStore(client, config.key_prefix), make_enqueuer(config)),
+            qdrant=QdrantClient(config.qdrant_url, config.qdrant_api_key),
+            grace=timedelta(seconds=config.misfire_grace_seconds),
+            holder=self.leadership.holder,
+            may_fire=self.leadership.confirm,
+        )
+        self.runner: ScheduleRunner | None = None
+
+    def _fire(self, schedule_id: str, tick: datetime | None = None) -> None:
+        """APScheduler's job function; :class:`scheduler.runner.TickExecutor` always passes the tick (the
+        default only satisfies APScheduler's check of the arguments when the job is added)."""
+        self.firing.fire_tick(schedule_id, tick or utcnow())
+
+    def step(self) -> None:
+        """One poll: take, keep or lose the lease, and act on it."""
+        leading = self.leadership.poll()
+        if leading and self.runner is None:
+            runner = ScheduleRunner(self.store, self._fire, grace_seconds=self.grace_seconds)
+            runner.start()  # from now on APScheduler fires new ticks...
+            self.runner = runner
+            now = utcnow()
+            for schedule in self.store.list():  # ...and ticks up to now are caught up (claims dedupe overlap)
+                try:
+                    self.firing.catch_up(schedule, now)
+                except Exception:
+                    log.exception("catch-up of schedule %s failed", schedule["id"],
+                                  extra={"schedule_id": schedule["id"]})
+        elif not leading and self.runner is not None:
+            self.runner.stop()
+            self.runner = None
+        elif self.runner is not None:
+            self.runner.sync()
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("scheduler %s started; lease %ss, misfire grace %ss", self.leadership.holder,
+                 self.leadership.ttl, self.grace_seconds)
+        try:
+            while not stop.is_set():
+                try:
+                    self.step()
+                except Exception:
+                    log.exception("scheduler poll failed; trying again")
+                stop.wait(POLL_SECONDS)
+        finally:
+            if self.runner is not None:
+                self.runner.stop()
+            self.leadership.release()
+            log.info("scheduler %s stopped", self.leadership.holder)
 
 
 def run(config: Config) -> int:
+    if config.log_level != "DEBUG":
+        # APScheduler logs every job added and every run at INFO; our own lines already say what matters.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    SchedulerProcess(config).run(stop)
     return 0

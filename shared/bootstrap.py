@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.config import Config
-from shared.redis_conn import RedisUnavailable, connect, ping
+from shared.redis_conn import RedisUnavailable, from_config
 
 log = logging.getLogger("qbm.bootstrap")
 
@@ -45,7 +45,7 @@ def resolve_redis(config: Config, *, allow_embedded: bool) -> tuple[Config, Embe
     embedded one is not an option.
     """
     try:
-        ping(connect(config.redis_url), config.redis_url)
+        from_config(config, check=True)
         return config, None
     except RedisUnavailable:
         if config.redis_url_explicit or not allow_embedded:
@@ -55,17 +55,65 @@ def resolve_redis(config: Config, *, allow_embedded: bool) -> tuple[Config, Embe
 
 
 def ensure_default_storage(config: Config) -> dict | None:
-    """At first start (no storage backend at all), register ``QBM_DATA_DIR/backups`` as the default.
+    """At first start (no storage backend at all), register a default backend.
 
-    Returns the created backend, or None when backends already exist or the directory is outside
-    ``QBM_STORAGE_ROOTS`` (then the operator registers one through the API).
+    That is the S3 bucket of ``QBM_DEFAULT_S3_*`` when configured (the compose deployment's MinIO bucket),
+    else ``QBM_DATA_DIR/backups``. Returns the created backend, or None when backends already exist,
+    another API process is registering one right now, or the one configured cannot work (then the reason
+    is logged and the operator registers one through the API).
     """
-    from shared.storage import PathNotAllowed, check_local_path
     from shared.storage_configs import StorageConfigStore
 
-    store = StorageConfigStore(connect(config.redis_url), config.key_prefix)
+    client = from_config(config)
+    store = StorageConfigStore(client, config.key_prefix, config.secret_keys)
     if store.count() > 0:
         return None
+    # Several API replicas may start at once: one registers, the others see it done next time.
+    if not client.set(f"{config.key_prefix}bootstrap:default-storage", "1", nx=True, ex=60):
+        return None
+    if store.count() > 0:
+        return None
+    if config.default_s3_bucket:
+        return _register_default_s3(config, store)
+    return _register_default_local(config, store)
+
+
+def _register_default_s3(config: Config, store: Any) -> dict | None:
+    from shared.logs import register_secret
+    from shared.storage import StorageError
+    from shared.storage import from_config as storage_from_config
+
+    register_secret(config.default_s3_secret_key)
+    data = {
+        "name": "s3-default",
+        "type": "s3",
+        "s3_endpoint": config.default_s3_endpoint,
+        "s3_bucket": config.default_s3_bucket,
+        "s3_region": config.default_s3_region,
+        "s3_access_key": config.default_s3_access_key,
+        "s3_secret_key": config.default_s3_secret_key,
+        "is_default": True,
+    }
+    try:
+        storage_from_config(data, allowed_roots=config.storage_roots)  # validates endpoint and bucket name
+    except StorageError as exc:
+        log.error("QBM_DEFAULT_S3_* do not describe a usable bucket (%s); no default storage registered", exc)
+        return None
+    from shared.secret_box import SecretKeyError
+
+    try:
+        created = store.create(data)
+    except SecretKeyError as exc:  # QBM_SECRET_KEY missing: say so instead of storing the secret in clear
+        log.error("no default S3 storage registered: %s", exc)
+        return None
+    log.info("registered default S3 storage %s: bucket %s at %s", created["id"], config.default_s3_bucket,
+             config.default_s3_endpoint)
+    return created
+
+
+def _register_default_local(config: Config, store: Any) -> dict | None:
+    from shared.storage import PathNotAllowed, check_local_path
+
     path = config.data_dir / "backups"
     try:
         check_local_path(str(path), config.storage_roots)

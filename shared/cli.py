@@ -8,6 +8,7 @@ deployment fails at once and visibly instead of looping on connection errors.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
@@ -17,30 +18,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from shared.config import Config, ConfigError, load_config
-from shared.redis_conn import RedisUnavailable, connect, ping
+from shared.redis_conn import RedisUnavailable, describe, from_config
 
 EXIT_CONFIG = 2
 EXIT_REDIS = 3
 
 
+log = logging.getLogger("qbm")
+
+
 def _fail(code: int, message: str) -> int:
-    print(f"qbm: {message}", file=sys.stderr, flush=True)
+    log.error(message)
     return code
 
 
 def _say(message: str) -> None:
-    print(f"qbm: {message}", file=sys.stderr, flush=True)
+    """Tell the operator something, as a log line like every other (JSON on stderr)."""
+    if message.startswith("WARNING: "):
+        log.warning(message.removeprefix("WARNING: "))
+    else:
+        log.info(message)
 
 
 def _setup(config: Config) -> None:
     from shared.logs import setup_logging
 
-    secrets = [*config.api_keys, config.qdrant_api_key or ""]
-    setup_logging(config.log_level, secrets)
+    setup_logging(config.log_level, config.secrets)
 
 
 def _check_redis(config: Config) -> None:
-    ping(connect(config.redis_url), config.redis_url)
+    from_config(config, check=True)
 
 
 # --- qbm api -------------------------------------------------------------------------------------------
@@ -75,7 +82,7 @@ WORKER_QUEUES = ("backups", "restores")
 
 def worker_command(processes: int, threads: int, queues: Sequence[str]) -> list[str]:
     return [
-        sys.executable, "-m", "dramatiq", "workers.actors",
+        sys.executable, "-m", "workers.main", "workers.actors",
         "--processes", str(processes), "--threads", str(threads),
         "--queues", *queues,
         "--worker-shutdown-timeout", "30000",
@@ -91,7 +98,7 @@ def run_worker(config: Config, *, processes: int, threads: int, queues: Sequence
     """
     env = dict(os.environ, dramatiq_queue_prefetch="1", QBM_REDIS_URL=config.redis_url)
     cmd = worker_command(processes, threads, queues)
-    _say(f"worker consuming queues {', '.join(queues)} on {config.redacted()['redis_url']} "
+    _say(f"worker consuming queues {', '.join(queues)} on {describe(config)} "
          f"({processes} process(es) x {threads} thread(s))")
     supervisor = Supervisor()
     supervisor.add("worker", cmd, env)
@@ -104,8 +111,28 @@ def run_worker(config: Config, *, processes: int, threads: int, queues: Sequence
 def run_scheduler(config: Config) -> int:
     from scheduler.main import run
 
-    _say(f"scheduler using {config.redacted()['redis_url']}")
+    _say(f"scheduler using {describe(config)}")
     return run(config)
+
+
+# --- qbm rotate-secrets ------------------------------------------------------------------------------
+
+
+def run_rotate_secrets(config: Config) -> int:
+    """Re-encrypt every stored S3 secret with the first QBM_SECRET_KEY (step 3 of a key rotation; it also
+    encrypts secrets an older QBM stored in the clear)."""
+    from shared.secret_box import SecretKeyError
+    from shared.storage_configs import StorageConfigStore
+
+    if not config.secret_keys:
+        return _fail(EXIT_CONFIG, "QBM_SECRET_KEY is not set: there is no key to encrypt with")
+    store = StorageConfigStore(from_config(config), config.key_prefix, config.secret_keys)
+    try:
+        rewritten, current = store.rotate_secrets()
+    except SecretKeyError as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    _say(f"re-encrypted {rewritten} stored secret(s) with the first QBM_SECRET_KEY; {current} already were")
+    return 0
 
 
 # --- qbm up --------------------------------------------------------------------------------------------
@@ -227,17 +254,26 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--threads", type=int, default=int(os.environ.get("QBM_WORKER_THREADS", "2")))
     worker.add_argument("--queues", nargs="+", default=list(WORKER_QUEUES), choices=WORKER_QUEUES)
     sub.add_parser("scheduler", help="run the scheduler (recurring backups, retention)")
+    sub.add_parser("rotate-secrets", help="re-encrypt stored S3 secrets with the first key in QBM_SECRET_KEY")
     up = sub.add_parser("up", help="API + workers + scheduler on this machine (embedded Redis if none)")
     up.add_argument("--processes", type=int, default=int(os.environ.get("QBM_WORKER_PROCESSES", "1")))
     up.add_argument("--threads", type=int, default=int(os.environ.get("QBM_WORKER_THREADS", "2")))
+    from shared import client_cli
+
+    client_cli.add_commands(sub)  # backup now, backups list, jobs list/watch: clients of a running API
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from shared import client_cli
+
+    if args.command in client_cli.CLIENT_COMMANDS:
+        return client_cli.run(args)  # needs only QBM_API_URL / QBM_API_KEY, not the server's configuration
     try:
         config = load_config()
     except ConfigError as exc:
+        _setup(Config())  # the line still comes out as JSON, at the default level
         return _fail(EXIT_CONFIG, f"configuration error: {exc}")
     _setup(config)
     for value, name in ((getattr(args, "workers", 1), "--workers"), (getattr(args, "threads", 1), "--threads"),
@@ -254,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_api(config, workers=args.workers, threads=args.threads)
     if args.command == "worker":
         return run_worker(config, processes=args.processes, threads=args.threads, queues=args.queues)
+    if args.command == "rotate-secrets":
+        return run_rotate_secrets(config)
     return run_scheduler(config)
 
 

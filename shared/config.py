@@ -8,9 +8,10 @@ names the variable, instead of surfacing later as a confusing runtime error.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -35,6 +36,35 @@ class Config:
     storage_roots: tuple[Path, ...] = ()
     key_prefix: str = "qbm:"
     log_level: str = "INFO"
+    #: A scheduled run missed while no scheduler was up still fires (once) at start if it is at most this old.
+    misfire_grace_seconds: int = 3600
+    #: How long the scheduler leader's Redis lease lives without renewal: a dead leader is replaced after it.
+    scheduler_lease_seconds: int = 15
+    #: Redis Sentinel addresses; when set, the master named ``redis_master_name`` is found through them and
+    #: QBM_REDIS_URL only contributes the password and database number.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_master_name: str = "mymaster"
+    #: Where each ``qbm worker`` serves Dramatiq's own Prometheus metrics (None: not served).
+    worker_metrics_port: int | None = None
+    worker_metrics_host: str = "0.0.0.0"
+    #: An S3 bucket registered as the default storage backend at first start (instead of local disk).
+    default_s3_endpoint: str | None = None
+    default_s3_bucket: str | None = None
+    default_s3_region: str | None = None
+    default_s3_access_key: str | None = None
+    default_s3_secret_key: str | None = field(default=None, repr=False)
+    #: Fernet keys (QBM_SECRET_KEY) for the secrets kept in Redis: the first encrypts, every one decrypts.
+    secret_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: ``host`` / ``host:port`` entries PUT .../snapshots/recover may point Qdrant at (QBM_RECOVER_ALLOWED_HOSTS);
+    #: None: Qdrant's own address and the S3 endpoints of the registered storage backends.
+    recover_allowed_hosts: tuple[str, ...] | None = None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value this configuration holds, for the log redaction filter."""
+        password = urlparse(self.redis_url).password
+        values = (*self.api_keys, self.qdrant_api_key, self.default_s3_secret_key, password, *self.secret_keys)
+        return tuple(v for v in values if v)
 
     @property
     def auth_enabled(self) -> bool:
@@ -53,6 +83,17 @@ class Config:
             "storage_roots": [str(p) for p in self.storage_roots],
             "key_prefix": self.key_prefix,
             "log_level": self.log_level,
+            "misfire_grace_seconds": self.misfire_grace_seconds,
+            "scheduler_lease_seconds": self.scheduler_lease_seconds,
+            "redis_sentinels": [f"{host}:{port}" for host, port in self.redis_sentinels],
+            "redis_master_name": self.redis_master_name,
+            "worker_metrics": f"{self.worker_metrics_host}:{self.worker_metrics_port}"
+            if self.worker_metrics_port else None,
+            "default_s3": f"{self.default_s3_endpoint}/{self.default_s3_bucket}" if self.default_s3_bucket else None,
+            "default_s3_secret_key": "***" if self.default_s3_secret_key else None,
+            "secret_keys": f"{len(self.secret_keys)} key(s)" if self.secret_keys else "none (S3 backends refused)",
+            "recover_allowed_hosts": list(self.recover_allowed_hosts)
+            if self.recover_allowed_hosts is not None else "Qdrant and S3 storage endpoints",
         }
 
 
@@ -90,6 +131,72 @@ def _check_port(name: str, value: str) -> int:
     return port
 
 
+def _check_seconds(name: str, value: str, *, minimum: int) -> int:
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of seconds, got {value!r}") from None
+    if seconds < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {seconds}")
+    return seconds
+
+
+def _check_sentinels(value: str) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port`` (IPv6 hosts in brackets) into (host, port) pairs."""
+    pairs = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host:
+            raise ConfigError(f"QBM_REDIS_SENTINELS entries must be host:port, got {item!r}")
+        pairs.append((host, _check_port("QBM_REDIS_SENTINELS", port)))
+    return tuple(pairs)
+
+
+def _deployment_settings(get: Callable[[str], str | None]) -> dict[str, Any]:
+    """Sentinel, worker metrics and default-S3 variables (kept together: they only matter to deployments)."""
+    endpoint, bucket = get("QBM_DEFAULT_S3_ENDPOINT"), get("QBM_DEFAULT_S3_BUCKET")
+    if bool(endpoint) != bool(bucket):
+        raise ConfigError("QBM_DEFAULT_S3_ENDPOINT and QBM_DEFAULT_S3_BUCKET must be set together")
+    if bucket and get("QBM_DEFAULT_S3_SECRET_KEY") and not get("QBM_SECRET_KEY"):
+        raise ConfigError("QBM_DEFAULT_S3_SECRET_KEY needs QBM_SECRET_KEY: S3 secrets are stored encrypted")
+    metrics_port = get("QBM_WORKER_METRICS_PORT")
+    return {
+        "redis_sentinels": _check_sentinels(get("QBM_REDIS_SENTINELS") or ""),
+        "redis_master_name": get("QBM_REDIS_MASTER_NAME") or "mymaster",
+        "worker_metrics_port": _check_port("QBM_WORKER_METRICS_PORT", metrics_port) if metrics_port else None,
+        "worker_metrics_host": get("QBM_WORKER_METRICS_HOST") or "0.0.0.0",
+        "default_s3_endpoint": _check_http_url("QBM_DEFAULT_S3_ENDPOINT", endpoint) if endpoint else None,
+        "default_s3_bucket": bucket,
+        "default_s3_region": get("QBM_DEFAULT_S3_REGION"),
+        "default_s3_access_key": get("QBM_DEFAULT_S3_ACCESS_KEY"),
+        "default_s3_secret_key": get("QBM_DEFAULT_S3_SECRET_KEY"),
+    }
+
+
+def _security_settings(get: Callable[[str], str | None]) -> dict[str, Any]:
+    """QBM_SECRET_KEY (comma-separated Fernet keys) and QBM_RECOVER_ALLOWED_HOSTS (comma-separated host or
+    host:port), checked here so a typo stops the process at start instead of failing the first S3 save."""
+    from shared.recover_location import parse_host_entry
+    from shared.secret_box import GENERATE_HINT, is_fernet_key
+
+    keys = tuple(k.strip() for k in (get("QBM_SECRET_KEY") or "").split(",") if k.strip())
+    for position, key in enumerate(keys, 1):
+        if not is_fernet_key(key):
+            raise ConfigError(f"QBM_SECRET_KEY: key {position} of {len(keys)} is not a Fernet key (32 bytes in "
+                              f"URL-safe base64, 44 characters); {GENERATE_HINT}")
+    hosts_raw = get("QBM_RECOVER_ALLOWED_HOSTS")
+    hosts: tuple[str, ...] | None = None
+    if hosts_raw is not None:
+        try:
+            hosts = tuple(str(parse_host_entry(h)) for h in hosts_raw.split(",") if h.strip())
+        except ValueError as exc:
+            raise ConfigError(f"QBM_RECOVER_ALLOWED_HOSTS entries must be host or host:port: {exc}") from None
+    return {"secret_keys": keys, "recover_allowed_hosts": hosts}
+
+
 def load_config(env: Mapping[str, str] | None = None) -> Config:
     """Read and validate the ``QBM_*`` variables (from ``os.environ`` unless ``env`` is given)."""
     env = os.environ if env is None else env
@@ -119,7 +226,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
 
     return Config(
         redis_url=_check_redis_url(redis_url) if redis_url else DEFAULT_REDIS_URL,
-        redis_url_explicit=redis_url is not None,
+        redis_url_explicit=redis_url is not None or bool(get("QBM_REDIS_SENTINELS")),
         qdrant_url=_check_http_url("QBM_QDRANT_URL", get("QBM_QDRANT_URL") or "http://127.0.0.1:6333"),
         qdrant_api_key=get("QBM_QDRANT_API_KEY"),
         api_host=get("QBM_API_HOST") or "127.0.0.1",
@@ -129,4 +236,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         storage_roots=roots,
         key_prefix=prefix,
         log_level=log_level,
+        misfire_grace_seconds=_check_seconds("QBM_MISFIRE_GRACE", get("QBM_MISFIRE_GRACE") or "3600", minimum=0),
+        scheduler_lease_seconds=_check_seconds(
+            "QBM_SCHEDULER_LEASE_SECONDS", get("QBM_SCHEDULER_LEASE_SECONDS") or "15", minimum=2
+        ),
+        **_deployment_settings(get),
+        **_security_settings(get),
     )

@@ -367,6 +367,15 @@ class JobStore:
         items = [job for job in (_public(values) for values in reply[1:]) if job is not None]
         return items, total
 
+    def counts(self) -> dict[tuple[str, str], int]:
+        """How many jobs there are of each (type, status): one ZCARD per index in one round trip, cheap
+        enough to run on every metrics scrape however many jobs are stored."""
+        pairs = [(t, s) for t in JOB_TYPES for s in JOB_STATUSES]
+        pipe = self._redis.pipeline(transaction=False)
+        for t, s in pairs:
+            pipe.zcard(self._index(s, t))
+        return {pair: int(n) for pair, n in zip(pairs, pipe.execute(), strict=True)}
+
     # --- status ---
 
     def transition(self, job_id: str, target: str, *, error: str | None = None) -> dict:

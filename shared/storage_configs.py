@@ -9,7 +9,8 @@ default" holds by construction and changing the default is a single atomic SET.
 The S3 secret key is stored in the hash field ``s3_secret_key`` but never appears in a public dict; only
 ``get(..., with_secret=True)`` (used to build a storage client) returns it. It passes through
 :meth:`StorageConfigStore._encode_secret` / :meth:`StorageConfigStore._decode_secret` on the way in and
-out, so encrypting it at rest is a change to those two small methods only.
+out, which encrypt it with the QBM_SECRET_KEY keys given to the store (:mod:`shared.secret_box`): Redis only
+ever holds a Fernet token. A store built without keys refuses to store a secret (SecretKeyMissing).
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import WatchError
 
+from shared.secret_box import SecretBox
 from shared.timeutil import to_iso
 
 STORAGE_TYPES = ("local", "s3")
@@ -106,9 +110,10 @@ def _text(value: bytes | str | None) -> str | None:
 class StorageConfigStore:
     """CRUD for storage configs; see the module docstring for the Redis layout and the secret's handling."""
 
-    def __init__(self, redis: Redis, prefix: str = "qbm:") -> None:
+    def __init__(self, redis: Redis, prefix: str = "qbm:", secret_keys: Sequence[str] = ()) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._box = SecretBox(secret_keys)
         self._index_key = f"{prefix}storages:all"
         self._default_key = f"{prefix}storages:default"
         self._update = redis.register_script(_UPDATE_LUA)
@@ -117,13 +122,13 @@ class StorageConfigStore:
     def _key(self, storage_id: str) -> str:
         return f"{self._prefix}storage:{storage_id}"
 
-    # --- the one place the secret is transformed (swap for encryption at rest) ---
+    # --- the one place the secret is transformed: encrypted at rest ---
 
     def _encode_secret(self, plain: str) -> str:
-        return plain
+        return self._box.encrypt(plain, what="S3 secret key")
 
     def _decode_secret(self, stored: str) -> str:
-        return stored
+        return self._box.decrypt(stored, what="S3 secret key")
 
     # --- conversions ---
 
@@ -269,6 +274,37 @@ class StorageConfigStore:
 
     def count(self) -> int:
         return int(self._redis.zcard(self._index_key))
+
+    def rotate_secrets(self) -> tuple[int, int]:
+        """Re-encrypt every stored secret with the first key (and encrypt any stored in the clear by an older
+        version). Returns (rewritten, already current). Each field is replaced only if it still holds the
+        value that was read, so a concurrent update is never overwritten with an older secret."""
+        rewritten = current = 0
+        for storage_id in (_text(i) or "" for i in self._redis.zrange(self._index_key, 0, -1)):
+            key = self._key(storage_id)
+            stored = _text(self._redis.hget(key, SECRET_FIELD))
+            if stored is None:
+                continue
+            if self._box.is_current(stored):
+                current += 1
+                continue
+            fresh = self._box.rotate(stored, what=f"S3 secret key of storage backend {storage_id}")
+            if self._replace_secret(key, stored, fresh):
+                rewritten += 1
+        return rewritten, current
+
+    def _replace_secret(self, key: str, old: str, new: str) -> bool:
+        with self._redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)
+                if _text(pipe.hget(key, SECRET_FIELD)) != old:
+                    return False
+                pipe.multi()
+                pipe.hset(key, SECRET_FIELD, new)
+                pipe.execute()
+            except WatchError:
+                return False
+        return True
 
 
 __all__ = ["PUBLIC_FIELDS", "STORAGE_TYPES", "StorageConfigNotFound", "StorageConfigStore"]

@@ -78,6 +78,8 @@ def check_backup_ref(name: object) -> str:
         raise InvalidName("must be 1-200 characters from A-Z, a-z, 0-9, '_', '.', '-'")
     if ".." in name:
         raise InvalidName("must not contain '..'")
+    if name == ".":  # a path component meaning "this directory", never a backup
+        raise InvalidName("must not be '.'")
     return name
 
 

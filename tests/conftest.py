@@ -43,6 +43,14 @@ def key_prefix(redis_url: str) -> Iterator[str]:
         client.delete(*batch)
 
 
+@pytest.fixture(scope="session")
+def secret_key() -> str:
+    """A QBM_SECRET_KEY (Fernet key) for the tests' configs: S3 secrets are stored encrypted with it."""
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
 @pytest.fixture
 def redis_client(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url)

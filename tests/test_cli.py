@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -110,7 +111,7 @@ def test_qbm_up_starts_everything_and_stops_cleanly(tmp_path: Path, redis_url: s
         def api_up() -> bool:
             try:
                 return requests.get(f"{base}/healthz", timeout=1).status_code == 200
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening, or still booting its workers
                 return False
 
         wait_for(api_up, 60, "the API to answer /healthz")
@@ -122,7 +123,7 @@ def test_qbm_up_starts_everything_and_stops_cleanly(tmp_path: Path, redis_url: s
         children = psutil.Process(proc.pid).children(recursive=True)
         commands = " ".join(" ".join(c.cmdline()) for c in children)
         assert "shared.cli api" in commands and "shared.cli worker" in commands
-        assert "shared.cli scheduler" in commands and "dramatiq" in commands
+        assert "shared.cli scheduler" in commands and "workers.main workers.actors" in commands
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -132,8 +133,9 @@ def test_qbm_up_starts_everything_and_stops_cleanly(tmp_path: Path, redis_url: s
             output, _ = proc.communicate()
             raise AssertionError(f"qbm up did not stop within 60 s:\n{output[-3000:]}") from None
     assert proc.returncode == 0, output[-3000:]
-    assert "WARNING: QBM_API_KEYS is empty" in output
-    assert f"API listening on http://127.0.0.1:{port} (gunicorn" in output
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]  # every line is a JSON object
+    assert any(line["level"] == "WARNING" and "QBM_API_KEYS is empty" in line["msg"] for line in lines)
+    assert any(f"API listening on http://127.0.0.1:{port} (gunicorn" in line["msg"] for line in lines)
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children)
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base}/healthz", timeout=1)

@@ -14,8 +14,8 @@ SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 
 
 @pytest.fixture
-def store(redis_client: redis.Redis, key_prefix: str) -> StorageConfigStore:
-    return StorageConfigStore(redis_client, key_prefix)
+def store(redis_client: redis.Redis, key_prefix: str, secret_key: str) -> StorageConfigStore:
+    return StorageConfigStore(redis_client, key_prefix, (secret_key,))
 
 
 def s3_data(**overrides: object) -> dict:

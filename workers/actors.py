@@ -23,6 +23,7 @@ from workers.chains import STEPS, family, queue_for
 from workers.context import Context, get_context
 from workers.dispatch import send_step
 from workers.errors import JobCancelled, PermanentError, describe, is_transient
+from workers.retention_hook import apply_schedule_retention
 
 broker = install_broker()
 log = logging.getLogger("qbm.worker")
@@ -119,6 +120,7 @@ def run_step(step: str, job_id: str) -> None:
     finally:
         if ended:
             lease.release()
+            ctx.record_job_end(job_id)  # for GET /metrics; never raises
         else:
             lease.stop_renewing()
 
@@ -132,6 +134,7 @@ def _advance(ctx: Context, job: dict, step: str) -> bool:
             raise JobCancelled(job["id"])
         send_step(broker, job["type"], chain[index + 1], job["id"])
         return False
+    apply_schedule_retention(ctx, job)  # scheduled backups only; never raises
     ctx.jobs.set_progress(job["id"], 100)
     try:
         ctx.jobs.transition(job["id"], "completed")

@@ -121,9 +121,10 @@ def transfer(ctx: Context, job: dict) -> None:
         raise
     total = download.size or made.get("size")
     progress = Progress(ctx.jobs, job_id, CREATE_END, TRANSFER_END, total)
+    meter = ctx.transfer_meter(job, "backup", storage.kind)
     try:
-        with download:
-            result = storage.write(key, download, on_progress=progress,
+        with download, meter:
+            result = storage.write(key, download, on_progress=meter.tracking(progress),
                                    should_continue=cancel_check(ctx.jobs, job_id))
     except Cancelled as exc:
         raise JobCancelled(job_id) from exc

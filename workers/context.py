@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 
+from shared import redis_conn
 from shared.config import Config, load_config
 from shared.jobs import JobStore
+from shared.metrics import TransferMeter, record_job_end
 from shared.qdrant import QdrantClient
-from shared.redis_conn import connect
+from shared.secret_box import SecretKeyError
 from shared.storage import Storage, from_config
 from shared.storage_configs import StorageConfigNotFound, StorageConfigStore
 from workers.errors import JobCancelled, PermanentError
+
+log = logging.getLogger("qbm.worker")
 
 
 @dataclass
@@ -28,12 +33,12 @@ class Context:
 
     @classmethod
     def from_config(cls, config: Config) -> Context:
-        client = connect(config.redis_url)
+        client = redis_conn.from_config(config)
         return cls(
             config=config,
             redis=client,
             jobs=JobStore(client, config.key_prefix),
-            storages=StorageConfigStore(client, config.key_prefix),
+            storages=StorageConfigStore(client, config.key_prefix, config.secret_keys),
             qdrant=QdrantClient(config.qdrant_url, config.qdrant_api_key),
         )
 
@@ -43,9 +48,23 @@ class Context:
             cfg = self.storages.get(storage_id, with_secret=True) if storage_id else None
         except StorageConfigNotFound:
             cfg = None
+        except SecretKeyError as exc:  # the operator must fix QBM_SECRET_KEY; a retry after that works
+            raise PermanentError(f"storage backend {storage_id!r}: {exc}") from None
         if cfg is None:
             raise PermanentError(f"storage backend {storage_id!r} no longer exists")
         return cfg, from_config(cfg, allowed_roots=self.config.storage_roots)
+
+    def transfer_meter(self, job: dict, direction: str, backend: str) -> TransferMeter:
+        """Byte counts and the active-transfer gauge for GET /metrics (see shared/metrics.py)."""
+        return TransferMeter(self.redis, self.config.key_prefix, direction=direction, backend=backend,
+                             job_id=job["id"])
+
+    def record_job_end(self, job_id: str) -> None:
+        """Add the ended job's run time to the duration histogram; a metrics problem never fails a job."""
+        try:
+            record_job_end(self.redis, self.config.key_prefix, self.jobs.get(job_id))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not record job duration: %s", exc, extra={"job_id": job_id})
 
     def lease_key(self, job: dict, collection: str) -> str:
         base = f"{self.config.key_prefix}lock:c:{collection}"

@@ -14,7 +14,7 @@ import dramatiq
 
 from shared.config import Config
 from shared.jobs import JobStore
-from shared.redis_conn import connect
+from shared.redis_conn import from_config
 from workers.broker import make_broker
 from workers.chains import STEPS, actor_name, next_step, queue_for
 
@@ -35,8 +35,8 @@ def send_step(broker: dramatiq.Broker, job_type: str, step: str, job_id: str, *,
 
 def make_enqueuer(config: Config) -> Enqueue:
     """Return ``enqueue(job_id)``, which sends the job's next step to its queue."""
-    broker = _broker(config.redis_url, config.key_prefix)
-    jobs = JobStore(connect(config.redis_url), config.key_prefix)
+    broker = _broker(config)
+    jobs = JobStore(from_config(config), config.key_prefix)
 
     def enqueue(job_id: str) -> None:
         job = jobs.get(job_id)
@@ -49,5 +49,5 @@ def make_enqueuer(config: Config) -> Enqueue:
 
 
 @functools.cache
-def _broker(redis_url: str, prefix: str) -> dramatiq.Broker:
-    return make_broker(redis_url, prefix)
+def _broker(config: Config) -> dramatiq.Broker:
+    return make_broker(config)

@@ -9,6 +9,7 @@ deletes it, or every restore would leave a full copy on the node.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
 from typing import BinaryIO
@@ -64,7 +65,7 @@ def prepare(ctx: Context, job: dict) -> None:
 class _CountingReader:
     """Wraps a storage stream for upload: reports bytes read and stops the upload when cancelled."""
 
-    def __init__(self, raw: BinaryIO, progress: Progress, should_continue: object) -> None:
+    def __init__(self, raw: BinaryIO, progress: Callable[[int], None], should_continue: object) -> None:
         self.raw, self.progress, self.should_continue = raw, progress, should_continue
         self.done = 0
 
@@ -96,8 +97,9 @@ def recover(ctx: Context, job: dict) -> None:
         else:
             upload_name = f"qbm-restore-{job_id}.snapshot"
             progress = Progress(ctx.jobs, job_id, PREPARE_END, RECOVER_END, manifest.size)
-            with storage.open(manifest.key) as raw:
-                reader = _CountingReader(raw, progress, cancel_check(ctx.jobs, job_id))
+            meter = ctx.transfer_meter(job, "restore", storage.kind)
+            with storage.open(manifest.key) as raw, meter:
+                reader = _CountingReader(raw, meter.tracking(progress), cancel_check(ctx.jobs, job_id))
                 try:
                     if shard is None:
                         q.upload_and_recover(target, reader, filename=upload_name, size=manifest.size,

@@ -32,6 +32,8 @@ from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.helpers import MIN_PART_SIZE, check_bucket_name
 
+from shared.logs import register_secret
+
 from .base import (
     BucketNotFound,
     ChunkFeed,
@@ -62,6 +64,7 @@ class S3Storage(Storage):
     def __init__(self, endpoint: str, bucket: str, region: str | None, access_key: str, secret_key: str,
                  part_size: int = DEFAULT_PART_SIZE) -> None:
         self._secret = secret_key or ""
+        register_secret(self._secret)  # scrubbed from every log line of this process from now on
         self.endpoint, host, secure = _parse_endpoint(endpoint)
         self.bucket = bucket
         self.region = region or None
@@ -301,7 +304,12 @@ class S3Storage(Storage):
 
 
 class _FeedReader:
-    """The file-like object minio reads from: serves the chunk feed, holding at most one chunk.
+    """The file-like object minio reads from: serves the chunk feed, holding at most one part.
+
+    ``read(n)`` gathers up to ``n`` bytes from as many chunks as that takes and joins them once. minio asks
+    for a whole part per call and appends what each call returns to a ``bytes`` (``read_part_data``), so
+    answering with one ~1 MiB chunk at a time made it copy the growing part again for every chunk --
+    quadratic, ~8 copies of every 16 MiB part -- on the transfer's hot path.
 
     Remembers the exception the feed raised (cancellation, or the source failing) so ``write`` can tell it
     apart from S3 errors and re-raise it unchanged.
@@ -314,6 +322,20 @@ class _FeedReader:
         self.error: BaseException | None = None
 
     def read(self, size: int = -1) -> bytes:
+        if size is None or size <= 0:
+            return self._take(size)
+        pieces: list[bytes] = []
+        wanted = size
+        while wanted > 0:
+            piece = self._take(wanted)
+            if not piece:
+                break
+            pieces.append(piece)
+            wanted -= len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _take(self, size: int | None) -> bytes:
+        """Up to ``size`` bytes (a negative size: the rest of one chunk) of the current or next chunk."""
         if size == 0:
             return b""
         if self._offset >= len(self._chunk):

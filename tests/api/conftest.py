@@ -33,7 +33,7 @@ def enqueued() -> list[str]:
 
 
 @pytest.fixture
-def make_config(redis_url: str, key_prefix: str, storage_root: Path) -> Callable[..., Config]:
+def make_config(redis_url: str, key_prefix: str, storage_root: Path, secret_key: str) -> Callable[..., Config]:
     def make(**overrides: Any) -> Config:
         values: dict[str, Any] = {
             "redis_url": redis_url,
@@ -42,6 +42,7 @@ def make_config(redis_url: str, key_prefix: str, storage_root: Path) -> Callable
             "key_prefix": key_prefix,
             "storage_roots": (storage_root,),
             "data_dir": storage_root,
+            "secret_keys": (secret_key,),
         }
         values.update(overrides)
         return Config(**values)

@@ -11,7 +11,8 @@ from api.auth import UNAUTHORIZED
 from tests.api.helpers import API, error_of, result_of
 
 KEYS = ("key-one-4f9a1c", "key-two-7b2e0d")
-SAMPLES = {"name": "alpha", "snapshotName": "x.snapshot", "shardId": "0", "id": "st_000000000000"}
+SAMPLES = {"name": "alpha", "snapshotName": "x.snapshot", "shardId": "0", "id": "st_000000000000",
+           "storageId": "st_000000000000", "backupId": "20260101T000000Z-deadbeef"}
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def _operations(spec):
 
 def test_every_api_route_needs_a_key(secured, qdrant):
     operations = list(_operations(secured.checker.spec))
-    assert len(operations) == 22
+    assert len(operations) == 32  # the contract's 22, schedules (6) and the backup catalog (4)
     for method, path in operations:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"},
                         {"Authorization": f"Basic {KEYS[0]}"}, {"Authorization": "Bearer "},

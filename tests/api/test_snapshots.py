@@ -221,12 +221,16 @@ def test_recover_missing_file_is_qdrants_404(client, qdrant, alpha):
     assert resp.status_code == 404
 
 
-def test_recover_outside_qdrants_snapshot_dir_is_502(client, tmp_path, alpha):
+def test_recover_outside_qdrants_snapshot_dir_is_422_with_qdrants_reason(client, tmp_path, alpha):
+    """Qdrant refuses (403) file:// paths outside its snapshots directory; the caller gets a 422 naming
+    location with Qdrant's own message, not a 502 that would look like a broken server."""
     outside = tmp_path / "elsewhere.snapshot"
     outside.write_bytes(b"x")
     resp = client.put(f"{API}/collections/restored/snapshots/recover", json={"location": outside.as_uri()})
-    assert resp.status_code == 502
-    assert "403" in error_of(resp)
+    assert resp.status_code == 422
+    message = error_of(resp)
+    assert message.startswith("location:")
+    assert "outside of the snapshots directory" in message
 
 
 # --- shard snapshots ----------------------------------------------------------------------------------

@@ -164,14 +164,17 @@ def test_update_validates_the_merged_result(client, local_storage):
     assert client.put(f"{API}/storage/{created['id']}", json={"type": "local"}).status_code == 200
 
 
-def test_update_s3_keeps_the_secret_unless_given(client, s3_backend, s3_server, redis_client, key_prefix):
+def test_update_s3_keeps_the_secret_unless_given(client, s3_backend, s3_server):
     created = result_of(client.post(f"{API}/storage", json=s3_backend))
     result_of(client.put(f"{API}/storage/{created['id']}", json={"s3_region": "eu-west-1"}))
-    stored = redis_client.hget(f"{key_prefix}storage:{created['id']}", "s3_secret_key")
-    assert stored.decode() == s3_backend["s3_secret_key"]
+    store = client.app.extensions["qbm"].storage_configs  # decrypts: Redis holds only the encrypted form
+
+    def stored() -> str:
+        return store.get(created["id"], with_secret=True)["s3_secret_key"]
+
+    assert stored() == s3_backend["s3_secret_key"]
     result_of(client.put(f"{API}/storage/{created['id']}", json={"s3_secret_key": "new-secret-value"}))
-    stored = redis_client.hget(f"{key_prefix}storage:{created['id']}", "s3_secret_key")
-    assert stored.decode() == "new-secret-value"
+    assert stored() == "new-secret-value"
     resp = client.put(f"{API}/storage/{created['id']}", json={"s3_secret_key": None})
     assert resp.status_code == 422
     assert error_of(resp).startswith("s3_secret_key:")

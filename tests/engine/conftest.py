@@ -58,7 +58,7 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def engine_config(redis_url: str, key_prefix: str, qdrant, tmp_path: Path) -> Config:  # noqa: ANN001
+def engine_config(redis_url: str, key_prefix: str, qdrant, tmp_path: Path, secret_key: str) -> Config:  # noqa: ANN001
     root = tmp_path / "storage"
     root.mkdir()
     return Config(
@@ -68,6 +68,7 @@ def engine_config(redis_url: str, key_prefix: str, qdrant, tmp_path: Path) -> Co
         data_dir=tmp_path / "data",
         storage_roots=(root,),
         key_prefix=key_prefix,
+        secret_keys=(secret_key,),
     )
 
 
@@ -81,6 +82,7 @@ def worker_env(engine_config: Config) -> dict[str, str]:
         "QBM_DATA_DIR": str(engine_config.data_dir),
         "QBM_STORAGE_ROOTS": ":".join(str(p) for p in engine_config.storage_roots),
         "QBM_LOG_LEVEL": "INFO",
+        "QBM_SECRET_KEY": ",".join(engine_config.secret_keys),
     })
     return env
 

@@ -44,7 +44,10 @@ QDRANT_COMMIT = "74f3e85b9473c62560006c043e13737ce6b48412"
 PUBLIC_PATHS = ("/", "/healthz", "/livez", "/readyz")
 DOWNLOAD_ENDPOINTS = {"download_snapshot", "download_shard_snapshot"}
 PRIORITIES = ("no_sync", "snapshot", "replica")
-SEND_CHUNK = 64 * 1024
+#: Healthy downloads go out in 1 MiB writes (few Python round trips per GiB); a download with a fault plan
+#: (throttle, cut, stall, corrupt) uses 64 KiB so the fault lands where the test asked for it.
+SEND_CHUNK = 1024 * 1024
+FAULT_CHUNK = 64 * 1024
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 _URL_MAP = Map([
@@ -700,9 +703,10 @@ class QdrantDouble:
         stalled = False
         began = time.monotonic()
         fileobj = open(path, "rb")  # opened here, not in _file_response, so a HEAD request opens nothing
+        healthy = plan == DownloadPlan()
         try:
             while True:
-                want = SEND_CHUNK
+                want = SEND_CHUNK if healthy else FAULT_CHUNK
                 if plan.cut_after is not None:
                     want = min(want, plan.cut_after - sent)
                     if want <= 0:

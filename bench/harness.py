@@ -1,0 +1,351 @@
+"""What every bench shares: the machine line, the Qdrant double, a moto S3 server, real ``qbm worker``
+processes, the API (test client), job polling straight from Redis, RSS sampling and clean-up.
+
+Each bench runs under its own Redis key prefix (``qbmbench:<random>:``) in DB 15 by default and deletes
+only keys under that prefix when it ends. Nothing here is part of the test run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from api.app import create_app  # noqa: E402
+from shared.config import Config  # noqa: E402
+from tests.qdrant_double import QdrantDouble  # noqa: E402
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+DEFAULT_REDIS_URL = os.environ.get("QBM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+S3_ACCESS, S3_SECRET, S3_BUCKET = "benchaccess", "benchsecret", "bench"
+
+
+def machine() -> str:
+    """One line naming the machine the figures come from."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "?"
+    return (f"machine: {os.cpu_count()} cores ({model}), {psutil.virtual_memory().total / 2**30:.1f} GiB RAM, "
+            f"Linux {platform.release()}, Python {platform.python_version()}; load average at start {load}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)  # polling for a server to come up
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+@dataclass
+class Moto:
+    """moto's S3 server in its own process (so it does not share a GIL with the double or the client)."""
+
+    proc: subprocess.Popen
+    port: int
+    endpoint: str = ""
+
+    @classmethod
+    def start(cls) -> Moto:
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_port(port)
+        moto = cls(proc, port, f"http://127.0.0.1:{port}")
+        moto.client().make_bucket(S3_BUCKET)
+        return moto
+
+    def client(self) -> Any:
+        from minio import Minio
+
+        return Minio(f"127.0.0.1:{self.port}", S3_ACCESS, S3_SECRET, secure=False, region="us-east-1")
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+    """Stop a process this bench started (its own session: the signal goes to its process group)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@dataclass
+class Bench:
+    """A work directory, the double, a Redis prefix, an API test client; workers and moto on demand."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="qbm-bench-")))
+    prefix: str = field(default_factory=lambda: f"qbmbench:{uuid.uuid4().hex[:8]}:")
+    double: QdrantDouble | None = None
+    moto: Moto | None = None
+    workers: list[subprocess.Popen] = field(default_factory=list)
+
+    #: Where backups (and the baselines' copies) are written; None: inside ``work`` (on disk).
+    storage_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.root = (Path(tempfile.mkdtemp(prefix="qbm-bench-", dir=self.storage_dir)) if self.storage_dir
+                     else self.work / "storage")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.redis = redis.Redis.from_url(self.redis_url)
+        self.double = QdrantDouble(self.work / "qdrant")
+        self.double.start()
+        from cryptography.fernet import Fernet
+
+        self.secret_key = Fernet.generate_key().decode()  # S3 secrets are stored encrypted (QBM_SECRET_KEY)
+        self.config = Config(redis_url=self.redis_url, redis_url_explicit=True, qdrant_url=self.double.url,
+                             data_dir=self.work / "data", storage_roots=(self.root,), key_prefix=self.prefix,
+                             secret_keys=(self.secret_key,))
+        self.client = create_app(self.config).test_client()
+        self.storage_ids: dict[str, str] = {}
+
+    # -- storage backends ---------------------------------------------------------------------------------
+
+    def add_local_storage(self, name: str = "local") -> str:
+        body = {"name": name, "type": "local", "path": str(self.root / name)}
+        return self._add_storage(name, body)
+
+    def add_s3_storage(self, name: str = "s3") -> str:
+        if self.moto is None:
+            self.moto = Moto.start()
+        body = {"name": name, "type": "s3", "s3_endpoint": self.moto.endpoint, "s3_bucket": S3_BUCKET,
+                "s3_region": "us-east-1", "s3_access_key": S3_ACCESS, "s3_secret_key": S3_SECRET}
+        return self._add_storage(name, body)
+
+    def _add_storage(self, name: str, body: dict) -> str:
+        resp = self.client.post("/api/v1/storage", json=body)
+        if resp.status_code != 201:
+            raise RuntimeError(f"could not add storage {name}: {resp.status_code} {resp.get_data(as_text=True)}")
+        self.storage_ids[name] = resp.get_json()["result"]["id"]
+        return self.storage_ids[name]
+
+    # -- workers ----------------------------------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QBM_")}
+        assert self.double is not None
+        env.update(QBM_REDIS_URL=self.redis_url, QBM_KEY_PREFIX=self.prefix, QBM_QDRANT_URL=self.double.url,
+                   QBM_STORAGE_ROOTS=str(self.root), QBM_DATA_DIR=str(self.work / "data"),
+                   QBM_LOG_LEVEL="WARNING", QBM_SECRET_KEY=self.secret_key)
+        return env
+
+    def start_worker(self, processes: int = 1, threads: int = 1, *, log: Path | None = None,
+                     extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        """A real ``qbm worker``; its stderr (JSON logs) goes to ``log`` when given."""
+        env = self.env()
+        if log is not None:
+            env["QBM_LOG_LEVEL"] = "INFO"
+        env.update(extra_env or {})
+        stderr = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - child owns it
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "worker", "--processes", str(processes), "--threads", str(threads)],
+            env=env, cwd=REPO, start_new_session=True, stderr=stderr)
+        self.workers.append(proc)
+        self.wait_worker_ready(proc, processes)
+        return proc
+
+    def wait_worker_ready(self, proc: subprocess.Popen, processes: int, timeout: float = 60.0) -> None:
+        """Until the master has ``processes`` children that finished importing (their RSS stops growing)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            kids = [p for p in psutil.Process(proc.pid).children(recursive=True)]
+            workers = [p for p in kids if "dramatiq" in " ".join(p.cmdline())]
+            if len(workers) >= processes + 1 or (processes == 1 and len(workers) >= 1):
+                break
+            time.sleep(0.1)  # polling for child processes to appear
+        time.sleep(2.0)  # let them import and connect before anything is measured (not synchronisation)
+
+    def stop_workers(self) -> None:
+        for proc in self.workers:
+            stop_process(proc)
+        self.workers.clear()
+
+    # -- jobs --------------------------------------------------------------------------------------------------
+
+    def create_job(self, body: dict) -> str:
+        resp = self.client.post("/api/v1/jobs", json=body)
+        if resp.status_code != 201:
+            raise RuntimeError(f"job not created: {resp.status_code} {resp.get_data(as_text=True)}")
+        return resp.get_json()["result"]["id"]
+
+    def wait_job(self, job_id: str, timeout: float = 1800.0, on_poll: Callable[[bytes | None], None] | None = None
+                 ) -> dict:
+        """Poll the job hash in Redis every 10 ms until it ends; return the public job from the API."""
+        key = f"{self.prefix}job:{job_id}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, progress = self.redis.hmget(key, ["status", "progress"])
+            if on_poll is not None:
+                on_poll(progress)
+            if status in (b"completed", b"failed", b"cancelled"):
+                return self.client.get(f"/api/v1/jobs/{job_id}").get_json()["result"]
+            time.sleep(0.01)  # polling interval
+        raise TimeoutError(f"job {job_id} did not end within {timeout} s")
+
+    def run_job(self, body: dict) -> tuple[float, dict, dict[str, float]]:
+        """Create a job and wait for it: (seconds from creation to completion, job, phase marks).
+
+        Phase marks are seconds since creation at which progress was first seen above 10 (backup: the
+        transfer began; restore: above 5) and at 95 / 90 (the transfer ended).
+        """
+        marks: dict[str, float] = {}
+        started = time.monotonic()
+        low, high = (10, 95) if body["type"] == "backup" else (5, 90)
+
+        def poll(progress: bytes | None) -> None:
+            value = int(progress or 0)
+            now = time.monotonic() - started
+            if value > low and "transfer_start" not in marks:
+                marks["transfer_start"] = now
+            if value >= high and "transfer_end" not in marks:
+                marks["transfer_end"] = now
+
+        job_id = self.create_job(body)
+        job = self.wait_job(job_id, on_poll=poll)
+        elapsed = time.monotonic() - started
+        if job["status"] != "completed":
+            raise RuntimeError(f"job {job_id} {job['status']}: {job.get('error')}")
+        return elapsed, job, marks
+
+    # -- clean-up ----------------------------------------------------------------------------------------------
+
+    def delete_own_keys(self) -> int:
+        deleted = 0
+        batch: list[bytes] = []
+        for key in self.redis.scan_iter(match=f"{self.prefix}*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                deleted += self.redis.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += self.redis.unlink(*batch)
+        return deleted
+
+    def close(self) -> None:
+        self.stop_workers()
+        if self.double is not None:
+            self.double.stop()
+        if self.moto is not None:
+            self.moto.stop()
+        self.delete_own_keys()
+        shutil.rmtree(self.work, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def default_storage_dir(needed: int) -> Path | None:
+    """/dev/shm when it has room for ``needed`` bytes: writes to RAM take the disk (shared with whatever else
+    runs on the machine) out of the comparison, leaving the software path of QBM and of the tool."""
+    shm = Path("/dev/shm")
+    try:
+        if shm.is_dir() and shutil.disk_usage(shm).free > needed + 2 * GiB:
+            return shm
+    except OSError:
+        pass
+    return None
+
+
+@contextmanager
+def bench(redis_url: str = DEFAULT_REDIS_URL, storage_dir: Path | None = None) -> Iterator[Bench]:
+    b = Bench(redis_url=redis_url, storage_dir=storage_dir)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+class PeakRss:
+    """Samples the RSS of every process in a tree every 20 ms; ``peaks`` maps pid -> highest RSS seen."""
+
+    def __init__(self, root_pid: int, interval: float = 0.02) -> None:
+        self.root_pid, self.interval = root_pid, interval
+        self.peaks: dict[int, int] = {}
+        self.names: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                root = psutil.Process(self.root_pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            for p in procs:
+                try:
+                    self.peaks[p.pid] = max(self.peaks.get(p.pid, 0), p.memory_info().rss)
+                except psutil.NoSuchProcess:
+                    pass
+            self._stop.wait(self.interval)
+
+    def worker_peak(self) -> int:
+        """The highest RSS of a single process of the tree (a Dramatiq worker process, in practice)."""
+        return max(self.peaks.values(), default=0)
+
+
+def timed(cmd: list[str], **kwargs: Any) -> float:
+    """Run a command to completion; its wall time in seconds. Fails loudly on a non-zero exit."""
+    started = time.monotonic()
+    subprocess.run(cmd, check=True, **kwargs)
+    return time.monotonic() - started

@@ -1,0 +1,133 @@
+"""Creating a job: the one code path behind POST /jobs and every scheduled or "run now" backup.
+
+A job request is validated by the same schema as the API's body, its storage backend resolved (the default
+when none is named; a named one must exist), the job stored ``pending`` and handed to the workers. Sharing
+this path is what makes a scheduled backup indistinguishable from one a person asked for: same checks, same
+records, same hand-off, same behaviour when the hand-off fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import marshmallow as ma
+
+from shared.job_requests import JobCreateSchema
+from shared.jobs import JobNotFound, JobStore, TransitionError
+from shared.storage_configs import StorageConfigNotFound, StorageConfigStore
+
+log = logging.getLogger("qbm.submit")
+
+Enqueue = Callable[[str], None]
+
+#: The store issues ids like ``st_1a2b3c4d5e6f``; anything else cannot exist (and is kept out of Redis keys:
+#: ``storage:default`` is the store's default pointer, not a config).
+_STORAGE_ID_RE = re.compile(r"^st_[A-Za-z0-9]{1,60}$")
+
+
+class InvalidJobRequest(ValueError):
+    """The request cannot become a job; ``field`` names the culprit (``metadata.storage_id``...)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+class HandOverFailed(RuntimeError):
+    """The job was stored but could not be given to the workers; it is now cancelled (a retry resubmits)."""
+
+    def __init__(self, job_id: str, cause: Exception) -> None:
+        super().__init__(f"job {job_id} was stored but could not be handed to the workers; it is cancelled "
+                         "and can be retried")
+        self.job_id = job_id
+        self.cause = cause
+
+
+def _flatten(errors: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
+    if isinstance(errors, Mapping):
+        for key, value in errors.items():
+            yield from _flatten(value, path if key == "_schema" else (*path, str(key)))
+    elif isinstance(errors, list | tuple) and all(isinstance(e, str) for e in errors):
+        yield ".".join(path), " ".join(errors)
+    elif isinstance(errors, list | tuple):
+        for item in errors:
+            yield from _flatten(item, path)
+    else:
+        yield ".".join(path), str(errors)
+
+
+def load_job_request(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a job request exactly as POST /jobs does; raises InvalidJobRequest naming the first field."""
+    try:
+        return JobCreateSchema().load(dict(body))
+    except ma.ValidationError as exc:
+        problems = list(_flatten(exc.messages))
+        field, text = problems[0] if problems else ("", "invalid job request")
+        raise InvalidJobRequest(field, text) from None
+
+
+def storage_id_format_ok(value: object) -> bool:
+    return isinstance(value, str) and bool(_STORAGE_ID_RE.fullmatch(value))
+
+
+@dataclass
+class JobSubmitter:
+    """What creating a job needs: the two stores and the hand-off to the workers."""
+
+    jobs: JobStore
+    storage_configs: StorageConfigStore
+    enqueue: Enqueue
+
+    def resolve_storage(self, storage_id: str | None) -> str:
+        """The backend a job will use: ``storage_id`` if it exists, else the default. InvalidJobRequest
+        (naming ``metadata.storage_id``) when neither works."""
+        if storage_id is None:
+            default = self.storage_configs.get_default()
+            if default is None:
+                raise InvalidJobRequest("metadata.storage_id",
+                                        "not given and no default storage backend is configured")
+            return default["id"]
+        try:
+            if not storage_id_format_ok(storage_id):
+                raise StorageConfigNotFound(str(storage_id)[:80])
+            self.storage_configs.get(storage_id)
+        except StorageConfigNotFound:
+            raise InvalidJobRequest("metadata.storage_id", f"storage backend {storage_id} does not exist"
+                                    ) from None
+        return storage_id
+
+    def submit(self, body: Mapping[str, Any], *, validated: bool = False) -> dict[str, Any]:
+        """Validate (unless the caller already loaded ``body`` with the same schema), store, hand over.
+
+        Returns the stored job. Raises InvalidJobRequest (nothing stored) or HandOverFailed (stored,
+        then cancelled with the reason).
+        """
+        data = dict(body) if validated else load_job_request(body)
+        metadata = dict(data.get("metadata") or {})
+        metadata["storage_id"] = self.resolve_storage(metadata.get("storage_id"))
+        job = self.jobs.create(
+            data["type"],
+            data["collection_name"],
+            shard_id=data.get("shard_id"),
+            snapshot_name=data.get("snapshot_name"),
+            metadata=metadata,
+        )
+        self.hand_over(job["id"])
+        return job
+
+    def hand_over(self, job_id: str) -> None:
+        """Give a stored job to the workers; if that fails, cancel it with the reason and raise HandOverFailed."""
+        try:
+            self.enqueue(job_id)
+        except Exception as exc:
+            log.error("could not enqueue job %s", job_id, exc_info=True, extra={"job_id": job_id})
+            try:
+                self.jobs.transition(job_id, "cancelled", error=f"could not be handed to the workers: {exc}")
+            except (JobNotFound, TransitionError):
+                pass
+            raise HandOverFailed(job_id, exc) from exc

@@ -1,0 +1,46 @@
+"""Fixtures for scheduler tests: the real stores on the test's Redis prefix and a Firing whose hand-off to
+the workers is recorded instead of queued (no worker runs in these tests)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from scheduler.fire import Firing
+from scheduler.store import ScheduleStore
+from shared.jobs import JobStore
+from shared.qdrant import QdrantClient
+from shared.storage_configs import StorageConfigStore
+from shared.submit import JobSubmitter
+
+
+@pytest.fixture
+def schedules(redis_client, key_prefix) -> ScheduleStore:
+    return ScheduleStore(redis_client, key_prefix)
+
+
+@pytest.fixture
+def job_store(redis_client, key_prefix) -> JobStore:
+    return JobStore(redis_client, key_prefix)
+
+
+@pytest.fixture
+def handed_over() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def firing(redis_client, key_prefix, schedules, job_store, handed_over, tmp_path: Path) -> Firing:
+    storages = StorageConfigStore(redis_client, key_prefix)
+    root = tmp_path / "backups"
+    root.mkdir()
+    storages.create({"name": "disk", "type": "local", "path": str(root), "is_default": True})
+    return Firing(
+        schedules=schedules,
+        submitter=JobSubmitter(job_store, storages, handed_over.append),
+        qdrant=QdrantClient("http://127.0.0.1:9", retries=0),  # these schedules name their collections
+        grace=timedelta(hours=1),
+        holder="test",
+    )
