@@ -28,6 +28,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 from scheduler.triggers import InvalidSchedule, check_interval, check_timezone, next_fire_time, parse_crontab
+from shared.metrics_keys import scheduler_last_fire
 from shared.timeutil import parse_iso, to_iso
 from shared.validation import InvalidName, check_collection_name
 
@@ -308,8 +309,12 @@ class ScheduleStore:
         """Store the schedule's ``last_run``; with ``tick``, also mark ticks up to it as handled (used to
         find missed runs at start). False when the schedule is gone."""
         tick_arg = str(_micros(tick)) if tick is not None else ""
-        return bool(self._record(keys=[self._key(schedule_id)],
-                                 args=[json.dumps(record, separators=(",", ":")), tick_arg]))
+        stored = bool(self._record(keys=[self._key(schedule_id)],
+                                   args=[json.dumps(record, separators=(",", ":")), tick_arg]))
+        if stored and record.get("status") != "skipped":
+            # Read by GET /metrics (qbm_scheduler_last_fire_timestamp_seconds).
+            self._redis.set(scheduler_last_fire(self._prefix), f"{time.time():.3f}")
+        return stored
 
     def claim_tick(self, schedule_id: str, tick: datetime, slot: str | None, *, ttl_seconds: int,
                    holder: str) -> bool:

@@ -113,10 +113,16 @@ def test_scheduler_leadership_and_last_fire(client, worker_env, engine_config, r
     assert proc.returncode == 0, err[-2000:]
     # A clean stop gives the lease up at once: no leader any more.
     assert value(scrape(client), "qbm_scheduler_leader") == 0
-    # The last fire time, as the scheduler records it (shared/metrics_keys.scheduler_last_fire).
-    fired_at = time.time()
-    redis_client.set(scheduler_last_fire(engine_config.key_prefix), repr(fired_at))
-    assert value(scrape(client), "qbm_scheduler_last_fire_timestamp_seconds") == fired_at
+    # Firing a schedule records the last fire time that /metrics shows.
+    assert redis_client.get(scheduler_last_fire(engine_config.key_prefix)) is None
+    client.post("/api/v1/storage", json={"name": "d", "type": "local", "is_default": True,
+                                         "path": str(engine_config.storage_roots[0] / "b")})
+    schedule = client.post("/api/v1/schedules", json={"name": "n", "interval_seconds": 3600,
+                                                      "collections": ["docs"]}).get_json()["result"]
+    before = time.time()
+    assert client.post(f"/api/v1/schedules/{schedule['id']}/run").status_code == 200
+    fired = value(scrape(client), "qbm_scheduler_last_fire_timestamp_seconds")
+    assert before - 1 <= fired <= time.time() + 1
 
 
 def test_metrics_need_no_api_key(engine_config):  # noqa: ANN001
