@@ -85,7 +85,7 @@ def validate_backend(data: dict[str, Any]) -> dict[str, Any]:
         if endpoint.scheme not in ("http", "https") or not endpoint.hostname:
             raise InvalidStorage("s3_endpoint", "must be an http:// or https:// URL with a host")
         out["s3_endpoint"] = data["s3_endpoint"].rstrip("/")
-        pass
+        _check_s3_client_settings(out)
     return out
 
 

@@ -85,8 +85,10 @@ class RecoverSchema(ma.Schema):
     location = fields.String(
         required=True,
         validate=ma.validate.Length(min=1, max=4096),
-        metadata={"description": "Snapshot URL: http(s):// (S3 through a presigned or public URL) or file:// "
-                                 "(a path Qdrant itself can read)"},
+        metadata={"description": "Snapshot URL Qdrant fetches itself: http(s):// on an allowed host "
+                                 "(QBM_RECOVER_ALLOWED_HOSTS; by default Qdrant's own address and the S3 "
+                                 "endpoints of the registered storage backends) or file:///path inside "
+                                 "Qdrant's snapshots directory"},
     )
     priority = fields.String(
         load_default="snapshot",
