@@ -73,6 +73,7 @@ def create_app(config: Config, *, enqueue: Enqueue | None = None) -> Flask:
         config.qdrant_url,
         config.qdrant_api_key,
         connect_timeout=QDRANT_CONNECT_TIMEOUT,
+        read_timeout=config.qdrant_read_timeout,
         retries=QDRANT_RETRIES,
         backoff=QDRANT_BACKOFF,
     )

@@ -45,7 +45,7 @@ def _hand_over(job_id: str) -> None:
 
 
 @blp.route("/jobs")
-@blp.arguments(JobListQuerySchema, location="query")
+@blp.arguments(JobListQuerySchema(), location="query")  # an instance: a class is instantiated per request
 @blp.response(200, JobPageSchema, description="One page of jobs, newest first (bare object, no envelope)")
 @blp.errors(401, 503)
 def list_jobs(args: dict) -> dict:
@@ -62,7 +62,7 @@ def list_jobs(args: dict) -> dict:
 
 
 @blp.route("/jobs", methods=["POST"])
-@blp.arguments(JobCreateSchema)
+@blp.arguments(JobCreateSchema())
 @blp.response(201, JobSchema)
 @blp.errors(401, 422, 503)
 def create_job(body: dict) -> dict:

@@ -1,129 +1,72 @@
-"""Peak RSS of a worker during backups of growing snapshots, and the throughput it reached.
+"""Peak RSS of a worker during backups of a small and a large snapshot, to local storage and to S3.
 
-Run: ``.venv/bin/python bench/backup_rss.py [--sizes-mib 200 1024] [--storage local|s3]``
+Run: ``.venv/bin/python bench/backup_rss.py [--sizes-mib 200 2048] [--storage local s3]``
 
-Starts the Qdrant test double in this process, a real ``qbm worker`` (1 process, 1 thread) as a
-subprocess, and samples the RSS of every process of the worker tree every 50 ms while one backup job
-per size runs. Goal (issue 4 / issue 7): peak RSS of the worker process <= 150 MiB and flat in
-snapshot size. Uses Redis DB 15 under its own key prefix and deletes only its own keys.
+Starts the Qdrant test double in this process (and moto's S3 server in its own process for ``s3``); for each
+storage and size a fresh ``qbm worker`` (1 process, 1 thread) runs one backup job while the RSS of every
+process of the worker tree is sampled every 20 ms (psutil). A fresh worker per job, because RSS is a
+high-water mark: memory an earlier job made the allocator keep (an S3 job's part buffers) would otherwise be
+charged to the next. Goal: the worker process peaks at <= 150 MiB, and the large snapshot's peak is within
+10 % of the small one's (memory flat in snapshot size). Uses Redis DB 15 under its own key prefix and deletes
+only its own keys.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-import uuid
 from pathlib import Path
 
-import psutil
-import redis
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from api.app import create_app  # noqa: E402
-from shared.config import Config  # noqa: E402
-from tests.qdrant_double import QdrantDouble  # noqa: E402
-
-MiB = 1024 * 1024
-
-
-def sample_peak(root_pid: int, stop: threading.Event, peaks: dict[int, int]) -> None:
-    while not stop.is_set():
-        try:
-            procs = [psutil.Process(root_pid), *psutil.Process(root_pid).children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return
-        for p in procs:
-            try:
-                peaks[p.pid] = max(peaks.get(p.pid, 0), p.memory_info().rss)
-            except psutil.NoSuchProcess:
-                pass
-        stop.wait(0.05)
+from bench.harness import MiB, PeakRss, bench, default_storage_dir, machine  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes-mib", type=int, nargs="+", default=[200, 1024])
-    parser.add_argument("--storage", choices=["local", "s3"], default="local")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes-mib", type=int, nargs="+", default=[200, 2048])
+    parser.add_argument("--storage", nargs="+", choices=["local", "s3"], default=["local", "s3"])
     args = parser.parse_args()
 
-    prefix = f"qbmbench:{uuid.uuid4().hex[:8]}:"
-    work = Path(tempfile.mkdtemp(prefix="qbm-bench-"))
-    double = QdrantDouble(work / "qdrant")
-    double.start()
-    moto = None
-    root = work / "storage"
-    root.mkdir()
-    config = Config(redis_url=args.redis_url, redis_url_explicit=True, qdrant_url=double.url,
-                    data_dir=work / "data", storage_roots=(root,), key_prefix=prefix)
-    client = create_app(config).test_client()
-    if args.storage == "local":
-        body = {"name": "bench", "type": "local", "path": str(root / "b"), "is_default": True}
-    else:
-        from minio import Minio
-        from moto.server import ThreadedMotoServer
-
-        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        moto.start()
-        host, port = moto.get_host_and_port()
-        Minio(f"{host}:{port}", "a", "b", secure=False).make_bucket("bench")
-        body = {"name": "bench", "type": "s3", "s3_endpoint": f"http://{host}:{port}", "s3_bucket": "bench",
-                "s3_region": "us-east-1", "s3_access_key": "a", "s3_secret_key": "b", "is_default": True}
-    assert client.post("/api/v1/storage", json=body).status_code == 201
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QBM_")}
-    env.update(QBM_REDIS_URL=args.redis_url, QBM_KEY_PREFIX=prefix, QBM_QDRANT_URL=double.url,
-               QBM_STORAGE_ROOTS=str(root), QBM_DATA_DIR=str(work / "data"), QBM_LOG_LEVEL="WARNING")
-    worker = subprocess.Popen([sys.executable, "-m", "shared.cli", "worker", "--processes", "1", "--threads", "1"],
-                              env=env, cwd=REPO, start_new_session=True)
-    print(f"storage={args.storage}  machine: {os.cpu_count()} cores, "
-          f"{psutil.virtual_memory().total // MiB} MiB RAM, python {sys.version.split()[0]}")
-    print(f"{'size MiB':>9} {'seconds':>8} {'MiB/s':>8} {'peak RSS worker proc MiB':>25} {'peak RSS all MiB':>17}")
-    try:
+    print(machine(), flush=True)
+    rows: list[tuple[str, int, float, float, float, float]] = []
+    with bench(storage_dir=default_storage_dir(max(args.sizes_mib) * MiB * 2)) as b:
+        assert b.double is not None
+        ids = {kind: (b.add_local_storage(kind) if kind == "local" else b.add_s3_storage(kind))
+               for kind in args.storage}
         for size in args.sizes_mib:
-            name = f"bench{size}"
-            double.create_collection(name, points=1000, size_bytes=size * MiB)
-            time.sleep(1.0)  # let the worker settle after start-up before sampling (not synchronisation)
-            peaks: dict[int, int] = {}
-            stop = threading.Event()
-            sampler = threading.Thread(target=sample_peak, args=(worker.pid, stop, peaks), daemon=True)
-            sampler.start()
-            started = time.monotonic()
-            job = client.post("/api/v1/jobs", json={"type": "backup", "collection_name": name}).get_json()["result"]
-            while True:
-                status = client.get(f"/api/v1/jobs/{job['id']}").get_json()["result"]
-                if status["status"] in ("completed", "failed", "cancelled"):
-                    break
-                time.sleep(0.05)
-            elapsed = time.monotonic() - started
-            stop.set()
-            sampler.join()
-            if status["status"] != "completed":
-                print(f"job {status['status']}: {status['error']}")
-                continue
-            real = status["metadata"]["size"] / MiB
-            biggest = max(peaks.values()) / MiB
-            total = sum(peaks.values()) / MiB
-            print(f"{real:9.0f} {elapsed:8.2f} {real / elapsed:8.1f} {biggest:25.1f} {total:17.1f}")
-            double.drop_collection(name)
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(30)
-        double.stop()
-        if moto:
-            moto.stop()
-        r = redis.Redis.from_url(args.redis_url)
-        keys = list(r.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            r.delete(*keys)
+            b.double.create_collection(f"rss{size}", points=1000, size_bytes=size * MiB)
+        for kind in args.storage:
+            for size in args.sizes_mib:
+                worker = b.start_worker(processes=1, threads=1)
+                idle = PeakRss(worker.pid)
+                idle.sample()  # after start-up, before the job
+                with PeakRss(worker.pid) as rss:
+                    seconds, job, _ = b.run_job({"type": "backup", "collection_name": f"rss{size}",
+                                                 "metadata": {"storage_id": ids[kind]}})
+                b.stop_workers()
+                real = job["metadata"]["size"] / MiB
+                rows.append((kind, size, real, seconds, rss.worker_peak() / MiB, idle.worker_peak() / MiB))
+                print(f"{kind} {size} MiB done", flush=True)
+                if kind == "s3":  # free moto's memory
+                    client = b.moto.client()  # type: ignore[union-attr]
+                    for obj in client.list_objects("bench", recursive=True):
+                        client.remove_object("bench", obj.object_name)
+                else:
+                    for path in (b.root / kind).rglob("*"):
+                        if path.is_file():
+                            path.unlink()
+
+    print(f"\n{'storage':>7} {'size MiB':>9} {'seconds':>8} {'MiB/s':>7} {'worker process RSS MiB: idle':>29} "
+          f"{'peak':>6}")
+    for kind, _, real, seconds, peak, idle in rows:
+        print(f"{kind:>7} {real:9.0f} {seconds:8.2f} {real / seconds:7.1f} {idle:29.1f} {peak:6.1f}")
+    print("\ngoal: worker process peak <= 150 MiB, largest within 10 % of smallest")
+    for kind in args.storage:
+        peaks = [row[4] for row in rows if row[0] == kind]
+        spread = max(peaks) / min(peaks) - 1
+        ok = max(peaks) <= 150 and spread <= 0.10
+        print(f"  {kind}: max {max(peaks):.1f} MiB, largest/smallest {1 + spread:.3f}  {'met' if ok else 'MISSED'}")
 
 
 if __name__ == "__main__":

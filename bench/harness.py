@@ -326,18 +326,22 @@ class PeakRss:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                root = psutil.Process(self.root_pid)
-                procs = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                return
-            for p in procs:
-                try:
-                    self.peaks[p.pid] = max(self.peaks.get(p.pid, 0), p.memory_info().rss)
-                except psutil.NoSuchProcess:
-                    pass
+        while not self._stop.is_set() and self.sample():
             self._stop.wait(self.interval)
+
+    def sample(self) -> bool:
+        """Take one sample now; False once the tree is gone."""
+        try:
+            root = psutil.Process(self.root_pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return False
+        for p in procs:
+            try:
+                self.peaks[p.pid] = max(self.peaks.get(p.pid, 0), p.memory_info().rss)
+            except psutil.NoSuchProcess:
+                pass
+        return True
 
     def worker_peak(self) -> int:
         """The highest RSS of a single process of the tree (a Dramatiq worker process, in practice)."""

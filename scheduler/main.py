@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from scheduler.fire import Firing
 from scheduler.leader import Leadership
+from scheduler.reaper import Reaper
 from scheduler.runner import ScheduleRunner
 from scheduler.store import ScheduleStore
 from shared.config import Config
@@ -41,13 +42,16 @@ class SchedulerProcess:
         self.firing = Firing(
             schedules=self.store,
             submitter=JobSubmitter(JobStore(client, config.key_prefix),
-                                   StorageConfigStore(client, config.key_prefix), make_enqueuer(config)),
+                                   StorageConfigStore(client, config.key_prefix, config.secret_keys),
+                                   make_enqueuer(config)),
             qdrant=QdrantClient(config.qdrant_url, config.qdrant_api_key),
             grace=timedelta(seconds=config.misfire_grace_seconds),
             holder=self.leadership.holder,
             may_fire=self.leadership.confirm,
         )
         self.runner: ScheduleRunner | None = None
+        #: Re-enqueues (or fails) jobs whose message was lost; runs only while leading (scheduler/reaper.py).
+        self.reaper = Reaper(client, config.key_prefix, make_enqueuer(config), config.reaper_grace_seconds)
 
     def _fire(self, schedule_id: str, tick: datetime | None = None) -> None:
         """APScheduler's job function; :class:`scheduler.runner.TickExecutor` always passes the tick (the
@@ -73,6 +77,11 @@ class SchedulerProcess:
             self.runner = None
         elif self.runner is not None:
             self.runner.sync()
+        if leading:
+            try:
+                self.reaper.maybe_run()
+            except Exception:
+                log.exception("reaper pass failed; trying again")
 
     def run(self, stop: threading.Event) -> None:
         log.info("scheduler %s started; lease %ss, misfire grace %ss", self.leadership.holder,

@@ -40,6 +40,12 @@ class Config:
     misfire_grace_seconds: int = 3600
     #: How long the scheduler leader's Redis lease lives without renewal: a dead leader is replaced after it.
     scheduler_lease_seconds: int = 15
+    #: The longest one read from Qdrant may wait (for a snapshot download: the longest it may stall) before the
+    #: call fails; snapshot creation, deletion and recovery calls have no read timeout.
+    qdrant_read_timeout: int = 60
+    #: A pending or running job with no sign of life (a worker's heartbeat or a queued message) for this long is
+    #: re-enqueued, or failed once re-enqueued too often, by the scheduler leader's reaper.
+    reaper_grace_seconds: int = 120
     #: Redis Sentinel addresses; when set, the master named ``redis_master_name`` is found through them and
     #: QBM_REDIS_URL only contributes the password and database number.
     redis_sentinels: tuple[tuple[str, int], ...] = ()
@@ -85,6 +91,8 @@ class Config:
             "log_level": self.log_level,
             "misfire_grace_seconds": self.misfire_grace_seconds,
             "scheduler_lease_seconds": self.scheduler_lease_seconds,
+            "qdrant_read_timeout": self.qdrant_read_timeout,
+            "reaper_grace_seconds": self.reaper_grace_seconds,
             "redis_sentinels": [f"{host}:{port}" for host, port in self.redis_sentinels],
             "redis_master_name": self.redis_master_name,
             "worker_metrics": f"{self.worker_metrics_host}:{self.worker_metrics_port}"
@@ -239,6 +247,12 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         misfire_grace_seconds=_check_seconds("QBM_MISFIRE_GRACE", get("QBM_MISFIRE_GRACE") or "3600", minimum=0),
         scheduler_lease_seconds=_check_seconds(
             "QBM_SCHEDULER_LEASE_SECONDS", get("QBM_SCHEDULER_LEASE_SECONDS") or "15", minimum=2
+        ),
+        qdrant_read_timeout=_check_seconds(
+            "QBM_QDRANT_READ_TIMEOUT", get("QBM_QDRANT_READ_TIMEOUT") or "60", minimum=1
+        ),
+        reaper_grace_seconds=_check_seconds(
+            "QBM_REAPER_GRACE_SECONDS", get("QBM_REAPER_GRACE_SECONDS") or "120", minimum=2
         ),
         **_deployment_settings(get),
         **_security_settings(get),

@@ -482,6 +482,17 @@ class JobStore:
                 steps[name[len(_STEP_PREFIX) :]] = json.loads(value)
         return steps
 
+    def get_with_steps(self, job_id: str) -> tuple[dict, dict[str, dict]]:
+        """The public job and its step records (as :meth:`get` and :meth:`get_steps`) from one HGETALL.
+        Raises :class:`JobNotFound`."""
+        raw = {_text(field) or "": value for field, value in self._redis.hgetall(self._key(job_id)).items()}
+        job = _public([raw.get(f) for f in PUBLIC_FIELDS]) if raw else None
+        if job is None:
+            raise JobNotFound(job_id)
+        steps = {name[len(_STEP_PREFIX):]: json.loads(value) for name, value in raw.items()
+                 if name.startswith(_STEP_PREFIX)}
+        return job, steps
+
     def clear_steps(self, job_id: str) -> None:
         """Forget all step records (a fresh start). Raises :class:`JobNotFound`."""
         if not int(self._clear_steps(keys=[self._key(job_id)])):

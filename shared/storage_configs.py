@@ -262,6 +262,14 @@ class StorageConfigStore:
         if not int(done):
             raise StorageConfigNotFound(storage_id)
 
+    def default_id(self) -> str | None:
+        """The default config's id, or None: one GET (``delete()`` clears the pointer with the config, in one
+        script, so a pointer never outlives its config). For the job submission path, which needs no more."""
+        return _text(self._redis.get(self._default_key))
+
+    def exists(self, storage_id: str) -> bool:
+        return bool(self._redis.exists(self._key(storage_id)))
+
     def get_default(self, *, with_secret: bool = False) -> dict | None:
         """The default config, or None when none is marked default."""
         default_id = _text(self._redis.get(self._default_key))

@@ -86,16 +86,16 @@ class JobSubmitter:
     def resolve_storage(self, storage_id: str | None) -> str:
         """The backend a job will use: ``storage_id`` if it exists, else the default. InvalidJobRequest
         (naming ``metadata.storage_id``) when neither works."""
+        # One Redis read each way (this runs for every job created: see bench/RESULTS.md, job creation).
         if storage_id is None:
-            default = self.storage_configs.get_default()
-            if default is None:
+            default_id = self.storage_configs.default_id()
+            if default_id is None:
                 raise InvalidJobRequest("metadata.storage_id",
                                         "not given and no default storage backend is configured")
-            return default["id"]
+            return default_id
         try:
-            if not storage_id_format_ok(storage_id):
+            if not storage_id_format_ok(storage_id) or not self.storage_configs.exists(storage_id):
                 raise StorageConfigNotFound(str(storage_id)[:80])
-            self.storage_configs.get(storage_id)
         except StorageConfigNotFound:
             raise InvalidJobRequest("metadata.storage_id", f"storage backend {storage_id} does not exist"
                                     ) from None

@@ -46,3 +46,15 @@ def test_default_s3_settings() -> None:
         load_config({**env, "QBM_DEFAULT_S3_ENDPOINT": "minio:9000"})
     with pytest.raises(ConfigError, match="needs QBM_SECRET_KEY"):
         load_config({k: v for k, v in env.items() if k != "QBM_SECRET_KEY"})
+
+
+def test_qdrant_read_timeout_and_reaper_grace() -> None:
+    """Both shorten how long a fault takes to surface; a typo must stop the process, not mean "default"."""
+    defaults = load_config({})
+    assert (defaults.qdrant_read_timeout, defaults.reaper_grace_seconds) == (60, 120)
+    config = load_config({"QBM_QDRANT_READ_TIMEOUT": "5", "QBM_REAPER_GRACE_SECONDS": "30"})
+    assert (config.qdrant_read_timeout, config.reaper_grace_seconds) == (5, 30)
+    for name, bad in (("QBM_QDRANT_READ_TIMEOUT", "0"), ("QBM_QDRANT_READ_TIMEOUT", "1.5s"),
+                      ("QBM_REAPER_GRACE_SECONDS", "1"), ("QBM_REAPER_GRACE_SECONDS", "two minutes")):
+        with pytest.raises(ConfigError, match=name):
+            load_config({name: bad})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -120,10 +121,14 @@ def test_source_failure_after_parts_were_uploaded_leaves_nothing(store: S3Storag
     uploads_seen_midway: list[list[dict]] = []
 
     def failing_source():
-        yield from chunks(12)  # 12 MiB: parts 1 and 2 (5 MiB each) are on the server by now
+        yield from chunks(12)  # 12 MiB: parts 1 and 2 (5 MiB each) are uploading (they upload in parallel)
         uploads = incomplete_uploads(admin, s3_bucket)
-        parts = admin.list_parts(Bucket=s3_bucket, Key="c/full.snapshot", UploadId=uploads[0]["UploadId"])
-        uploads_seen_midway.append(parts["Parts"])
+        for _ in range(100):  # until both are on the server
+            parts = admin.list_parts(Bucket=s3_bucket, Key="c/full.snapshot", UploadId=uploads[0]["UploadId"])
+            if len(parts.get("Parts", [])) == 2:
+                break
+            time.sleep(0.05)
+        uploads_seen_midway.append(parts.get("Parts", []))
         raise ConnectionError("qdrant went away")
 
     with pytest.raises(ConnectionError, match="qdrant went away"):  # the source's own error, unchanged
@@ -133,8 +138,10 @@ def test_source_failure_after_parts_were_uploaded_leaves_nothing(store: S3Storag
     assert incomplete_uploads(admin, s3_bucket) == []
     assert object_keys(admin, s3_bucket) == []
     assert not store.exists("c/full.snapshot")
-    # minio's parallel-upload worker threads would be left blocked forever after a failure; we use none
+    # minio's parallel-upload worker threads would be left blocked forever after a failure; we use none, and
+    # our own part uploaders are gone once write() returns
     assert [t for t in threading.enumerate() if type(t).__module__.startswith("minio")] == []
+    assert [t for t in threading.enumerate() if t.name.startswith("qbm-s3-part")] == []
 
 
 def test_cancel_after_parts_were_uploaded_leaves_nothing(store: S3Storage, admin, s3_bucket) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
+from shared.heartbeat import JobHeartbeat, beat_interval
 from shared.jobs import JobNotFound, TransitionError
 from shared.locks import Lease
 from workers import backup, restore
@@ -98,6 +99,9 @@ def run_step(step: str, job_id: str) -> None:
                 lease.release()
                 return
     lease.keep_renewed()
+    # The reaper's sign of life for this job while the step runs (see shared/heartbeat.py).
+    heartbeat = JobHeartbeat(ctx.redis, ctx.config.key_prefix, job_id,
+                             beat_interval(ctx.config.reaper_grace_seconds)).start()
     ended = True
     try:
         log.info("step started", extra=extra)
@@ -118,6 +122,7 @@ def run_step(step: str, job_id: str) -> None:
             reason = f"gave up after {MAX_RETRIES + 1} attempts: {reason}"
         _fail(ctx, job_id, reason)
     finally:
+        heartbeat.stop(job_ended=ended)
         if ended:
             lease.release()
             ctx.record_job_end(job_id)  # for GET /metrics; never raises

@@ -125,7 +125,7 @@ def transfer(ctx: Context, job: dict) -> None:
     try:
         with download, meter:
             result = storage.write(key, download, on_progress=meter.tracking(progress),
-                                   should_continue=cancel_check(ctx.jobs, job_id))
+                                   should_continue=cancel_check(ctx.jobs, job_id), size_hint=total)
     except Cancelled as exc:
         raise JobCancelled(job_id) from exc
     expected = made.get("checksum")

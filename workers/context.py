@@ -39,7 +39,9 @@ class Context:
             redis=client,
             jobs=JobStore(client, config.key_prefix),
             storages=StorageConfigStore(client, config.key_prefix, config.secret_keys),
-            qdrant=QdrantClient(config.qdrant_url, config.qdrant_api_key),
+            # The read timeout bounds how long a snapshot download may stall (QBM_QDRANT_READ_TIMEOUT).
+            qdrant=QdrantClient(config.qdrant_url, config.qdrant_api_key,
+                                read_timeout=config.qdrant_read_timeout),
         )
 
     def storage_for(self, job: dict) -> tuple[dict, Storage]:

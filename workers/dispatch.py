@@ -39,10 +39,10 @@ def make_enqueuer(config: Config) -> Enqueue:
     jobs = JobStore(from_config(config), config.key_prefix)
 
     def enqueue(job_id: str) -> None:
-        job = jobs.get(job_id)
+        job, steps = jobs.get_with_steps(job_id)  # one read: this runs for every job created
         # All steps recorded but the job not ended (a crash right after the last step): run the last one
         # again; steps are idempotent and the last one ends the job.
-        step = next_step(job["type"], jobs.get_steps(job_id)) or STEPS[job["type"]][-1]
+        step = next_step(job["type"], steps) or STEPS[job["type"]][-1]
         send_step(broker, job["type"], step, job_id)
 
     return enqueue

@@ -2,8 +2,8 @@
 
 Connection errors, Qdrant 5xx/408/429, a download cut mid-stream, S3/IO errors and Redis hiccups are
 transient: Dramatiq's Retries middleware runs the step again with backoff. A missing collection or
-backup, a checksum mismatch, or any other 4xx answer will not get better by waiting, so the job fails
-straight away with a sentence a person can act on.
+backup, a deleted S3 bucket or refused credentials, a checksum mismatch, or any other 4xx answer will not
+get better by waiting, so the job fails straight away with a sentence a person can act on.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import redis
 
 from shared.backups import ManifestError
 from shared.qdrant import QdrantError, QdrantUnavailable
-from shared.storage.base import InvalidKey, ObjectNotFound, StorageError
+from shared.storage.base import BucketNotFound, InvalidKey, ObjectNotFound, PermissionDenied, StorageError
 
 
 class PermanentError(Exception):
@@ -28,7 +28,9 @@ class JobCancelled(Exception):
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, PermanentError | ManifestError | InvalidKey | ObjectNotFound):
+    # A missing bucket or refused credentials will not fix themselves between retries: say so at once.
+    if isinstance(exc, PermanentError | ManifestError | InvalidKey | ObjectNotFound | BucketNotFound
+                  | PermissionDenied):
         return False
     if isinstance(exc, QdrantUnavailable):
         return True

@@ -180,8 +180,11 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def write(self, key: str, chunks: Iterable[bytes], *, on_progress: Callable[[int], None] | None = None,
-              should_continue: Callable[[], bool] | None = None) -> WriteResult:
+              should_continue: Callable[[], bool] | None = None, size_hint: int | None = None) -> WriteResult:
         """Stream ``chunks`` to ``key`` with bounded memory; return size and sha256 of what was written.
+
+        ``size_hint`` is the expected size when the caller knows it (a snapshot's listed size); a backend may
+        use it to size its buffers (S3: the part size) but never trusts it.
 
         Atomic: nothing is visible at ``key`` until every chunk is stored (an existing object stays intact
         until then). On any exception -- from the backend, from the chunk iterator, or :class:`Cancelled` when

@@ -84,7 +84,7 @@ class LocalStorage(Storage):
     # -- writing ---------------------------------------------------------------------------------------------
 
     def write(self, key: str, chunks: Iterable[bytes], *, on_progress: Callable[[int], None] | None = None,
-              should_continue: Callable[[], bool] | None = None) -> WriteResult:
+              should_continue: Callable[[], bool] | None = None, size_hint: int | None = None) -> WriteResult:
         path = self._path(key)
         feed = ChunkFeed(chunks, key, on_progress=on_progress, should_continue=should_continue)
         fd, tmp = self._create_temp(key, path)

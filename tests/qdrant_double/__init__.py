@@ -10,6 +10,8 @@ Public surface (see ``server.QdrantDouble``)::
     double.snapshot_files("c", shard_id=None)   # files in a snapshot dir, sidecars included
     double.faults.fail_next(n, status=503, path_contains=None, plain_text=False)
     double.faults.throttle(bytes_per_sec) / cut_after(n_bytes) / stall(seconds) / corrupt_downloads(True)
+    double.faults.stall_requests(path_contains, seconds, method=None, times=1)  # hold matching requests
+    double.faults.throttle_uploads(bytes_per_sec)  # read upload bodies slowly
     double.faults.reset()
     double.requests_seen                 # [(method, path), ...]
     double.enable_cluster(peers={...}) / disable_cluster(); double.set_shard_state("c", 0, "Dead")

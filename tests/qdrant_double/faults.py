@@ -20,6 +20,13 @@ class FailureRule:
 
 
 @dataclass(frozen=True)
+class StallRule:
+    seconds: float
+    path_contains: str
+    method: str | None
+
+
+@dataclass(frozen=True)
 class DownloadPlan:
     """What one download should suffer; taken (and counted down) when the download starts."""
 
@@ -43,6 +50,8 @@ class Faults:
             self._cut: tuple[int, int | None] | None = None  # (n_bytes, times left or None = always)
             self._stall: tuple[float, int, int | None] | None = None  # (seconds, after_bytes, times)
             self._corrupt = False
+            self._stalls: list[list] = []  # [StallRule, remaining or None = always]
+            self._upload_rate: int | None = None
 
     def fail_next(self, n: int, status: int = 503, path_contains: str | None = None,
                   plain_text: bool = False) -> None:
@@ -83,7 +92,41 @@ class Faults:
         with self._lock:
             self._corrupt = enabled
 
+    def stall_requests(self, path_contains: str, seconds: float, *, method: str | None = None,
+                       times: int | None = 1) -> None:
+        """The next ``times`` requests (None: all) whose path contains ``path_contains`` -- and whose method is
+        ``method``, if given -- wait ``seconds`` before they are handled, like a node busy deleting a huge
+        snapshot. The request is recorded in ``requests_seen`` before it waits, so a test can tell that a
+        client is stuck in it. ``stop()`` of the double ends every wait at once."""
+        if seconds <= 0:
+            raise ValueError("seconds must be positive")
+        with self._lock:
+            self._stalls.append([StallRule(seconds, path_contains, method.upper() if method else None), times])
+
+    def throttle_uploads(self, bytes_per_sec: int | None) -> None:
+        """Read snapshot upload bodies (``POST .../snapshots/upload``) at about ``bytes_per_sec`` (None: full
+        speed), so a test can act while a client is in the middle of an upload."""
+        if bytes_per_sec is not None and bytes_per_sec <= 0:
+            raise ValueError("bytes_per_sec must be positive")
+        with self._lock:
+            self._upload_rate = bytes_per_sec
+
     # ----- used by the server ----------------------------------------------------------------------
+
+    def take_stall(self, method: str, path: str) -> float | None:
+        with self._lock:
+            for entry in self._stalls:
+                rule, remaining = entry
+                if rule.path_contains in path and (rule.method is None or rule.method == method.upper()):
+                    if remaining is not None:
+                        entry[1] = remaining - 1
+                        self._stalls = [e for e in self._stalls if e[1] is None or e[1] > 0]
+                    return rule.seconds
+            return None
+
+    def upload_rate(self) -> int | None:
+        with self._lock:
+            return self._upload_rate
 
     def take_failure(self, path: str) -> FailureRule | None:
         with self._lock:

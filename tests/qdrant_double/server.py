@@ -236,10 +236,16 @@ class QdrantDouble:
     # ----- WSGI plumbing --------------------------------------------------------------------------------
 
     def _wsgi(self, environ: dict, start_response: Callable) -> Iterator[bytes]:
+        rate = self.faults.upload_rate()
+        if rate and environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO", "").endswith("/upload"):
+            environ["wsgi.input"] = _ThrottledInput(environ["wsgi.input"], rate, self._stopping)
         request = _Request(environ, self.snapshots_path / "tmp" / "upload")
         started = time.perf_counter()
         with self._lock:
             self.requests_seen.append((request.method, request.path))
+        stall = self.faults.take_stall(request.method, request.path)
+        if stall:
+            self._stopping.wait(stall)
         endpoint = ""
         try:
             rule = self.faults.take_failure(request.path)
@@ -731,6 +737,28 @@ class QdrantDouble:
                         return
         finally:
             fileobj.close()
+
+
+class _ThrottledInput:
+    """A request body read at about ``bytes_per_sec`` (``Faults.throttle_uploads``). It has no ``readinto``, so
+    werkzeug's stream wrapper reads through ``read`` in pieces of at most ``FAULT_CHUNK``."""
+
+    def __init__(self, raw: IO[bytes], bytes_per_sec: int, stopping: threading.Event) -> None:
+        self._raw, self._rate, self._stopping = raw, bytes_per_sec, stopping
+        self._began = time.monotonic()
+        self._done = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = FAULT_CHUNK if size is None or size < 0 else min(size, FAULT_CHUNK)
+        data = self._raw.read(want)
+        self._done += len(data)
+        ahead = self._began + self._done / self._rate - time.monotonic()
+        if ahead > 0:
+            self._stopping.wait(ahead)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._raw.readline(size)
 
 
 def _drop_connection(sock: socket.socket | None) -> None:

@@ -1,0 +1,94 @@
+"""S3 going wrong under a backup.
+
+* S3 becomes unreachable in the middle of a multipart upload (every connection dropped, new ones refused, as
+  when the endpoint's host goes down). That is transient: the step is retried with backoff, and once S3 is
+  back the backup completes -- with the half-done multipart upload of the failed attempt aborted, exactly one
+  object and one manifest, and nothing listed as a backup before then. (An S3 that stays down fails the job
+  after 7 attempts, about two minutes of backoff, with S3's message; that takes too long for this suite.)
+* The bucket was deleted after the storage backend was tested and saved. That will not fix itself, so the job
+  fails at once, naming the bucket, and nothing is created.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from shared.backups import manifest_key
+from tests.engine.conftest import wait_for_job, wait_until
+from tests.engine.test_roundtrip import post_job, register_storage, sha256_of, storage_backend
+from tests.faults.netproxy import TcpProxy
+from tests.faults.test_worker_kills import multipart_uploads, object_keys
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def s3_proxy(s3_server) -> Iterator[TcpProxy]:  # noqa: ANN001
+    host, port = s3_server.host.split(":")
+    proxy = TcpProxy(host, int(port)).start()
+    yield proxy
+    proxy.stop()
+
+
+def test_s3_outage_mid_upload_is_retried_and_completes_once_s3_is_back(app, client, jobs, qdrant, worker,  # noqa: ANN001
+                                                                         engine_config, s3_server, s3_bucket,
+                                                                         s3_proxy, boto_s3):
+    # QBM reaches S3 only through the proxy; the test looks at moto directly.
+    via_proxy = type(s3_server)(s3_proxy.endpoint, f"127.0.0.1:{s3_proxy.port}")
+    storage_cfg = register_storage(client, "s3", engine_config, via_proxy, s3_bucket)
+    qdrant.create_collection("big", points=64, size_bytes=40 * MiB)
+    qdrant.faults.throttle(8 * MiB)
+    job = post_job(client, type="backup", collection_name="big", metadata={"keep_on_qdrant": True})
+
+    def part_uploaded() -> bool:
+        return any(boto_s3.list_parts(Bucket=s3_bucket, Key=u["Key"], UploadId=u["UploadId"]).get("Parts")
+                   for u in multipart_uploads(boto_s3, s3_bucket))
+
+    wait_until(part_uploaded, timeout=30, what="a multipart upload with a part in S3")
+    s3_proxy.cut()
+    wait_until(lambda: "step failed, will retry" in worker.log(), timeout=30, what="the transfer to fail")
+    # The reason names S3's endpoint and what went wrong (here: "cannot connect to ...: Connection refused").
+    retried = [line for line in worker.log().splitlines() if "step failed, will retry" in line]
+    assert s3_proxy.endpoint in retried[0], retried
+    during = jobs.get(job["id"])
+    assert during["status"] == "running" and during["error"] is None
+    # The failed attempt could not abort its upload (S3 was gone): an incomplete upload, no object, no manifest.
+    assert len(multipart_uploads(boto_s3, s3_bucket)) == 1
+    assert object_keys(boto_s3, s3_bucket) == []
+
+    qdrant.faults.throttle(None)
+    s3_proxy.restore()
+    done = wait_for_job(jobs, job["id"], timeout=60, worker=worker)
+    assert done["status"] == "completed", done
+    backup_id = done["snapshot_name"]
+    assert multipart_uploads(boto_s3, s3_bucket) == []
+    assert object_keys(boto_s3, s3_bucket) == [f"big/{backup_id}/collection.snapshot", f"big/{backup_id}/manifest.json"]
+    storage = storage_backend(app, storage_cfg["id"])
+    manifest = json.loads(storage.read_bytes(manifest_key("big", backup_id)))
+    listed = {s["name"]: s["checksum"] for s in client.get("/api/v1/collections/big/snapshots").get_json()["result"]}
+    assert sha256_of(storage, manifest["key"]) == manifest["sha256"] == listed[manifest["qdrant_snapshot_name"]]
+    catalog = client.get("/api/v1/backups").get_json()["result"]
+    assert [b["backup_id"] for b in catalog["items"]] == [backup_id]
+
+
+def test_bucket_deleted_after_the_test_fails_the_backup_at_once(client, jobs, qdrant, worker, engine_config,  # noqa: ANN001
+                                                               s3_server, s3_bucket, boto_s3):
+    body = {"name": "s3", "type": "s3", "s3_endpoint": s3_server.endpoint, "s3_bucket": s3_bucket,
+            "s3_region": s3_server.region, "s3_access_key": s3_server.access_key,
+            "s3_secret_key": s3_server.secret_key}
+    tested = client.post("/api/v1/storage/test", json=body).get_json()["result"]
+    assert tested["success"] is True, tested
+    register_storage(client, "s3", engine_config, s3_server, s3_bucket)
+    boto_s3.delete_bucket(Bucket=s3_bucket)
+    qdrant.create_collection("docs", points=10, size_bytes=1 * MiB)
+
+    job = post_job(client, type="backup", collection_name="docs")
+    done = wait_for_job(jobs, job["id"], timeout=20, worker=worker)
+    assert done["status"] == "failed"
+    assert f"bucket {s3_bucket!r} does not exist" in done["error"], done["error"]
+    assert "will retry" not in worker.log()  # failed on the first attempt, not after minutes of backoff
+    # Nothing made the bucket again, so no object and no manifest exist anywhere.
+    assert s3_bucket not in [b["Name"] for b in boto_s3.list_buckets()["Buckets"]]
