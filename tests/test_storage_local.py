@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -510,14 +512,33 @@ def test_connectivity_check_when_root_is_a_file(tmp_path: Path) -> None:
     assert (ok, message) == (False, f"storage path {tmp_path / 'plain-file'} is a file, not a directory")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_connectivity_check_permission_denied(tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
+def test_connectivity_check_permission_denied() -> None:
+    """Root ignores directory permissions, so when the tests run as root the check runs in a forked child
+    that first drops to ``nobody`` (the code is already loaded, so the child needs no access to it)."""
+    base = Path(tempfile.mkdtemp(prefix="qbm-perm-"))
     try:
-        ok, message = LocalStorage(locked).test()
+        base.chmod(0o755)
+        locked = base / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: never returns into pytest
+            try:
+                if os.geteuid() == 0:
+                    os.setgid(65534)
+                    os.setuid(65534)
+                ok, text = LocalStorage(locked).test()
+                os.write(write_end, f"{ok}\n{text}".encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as pipe:
+            output = pipe.read()
+        os.waitpid(pid, 0)
+        ok, message = output.split("\n", 1)
     finally:
-        locked.chmod(0o700)
+        shutil.rmtree(base, ignore_errors=True)
 
-    assert not ok
+    assert ok == "False"
     assert message.startswith(f"permission denied writing {locked}/.qbm-probe-")
