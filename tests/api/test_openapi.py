@@ -89,7 +89,7 @@ def test_enums_match_the_contract(spec):
 
 
 def test_the_document_is_valid_openapi(spec):
-    validator = pytest.importorskip("openapi_spec_validator")
+    import openapi_spec_validator as validator
     validator.validate(spec)
 
 

