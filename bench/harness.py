@@ -184,8 +184,9 @@ class Bench:
         return env
 
     def start_worker(self, processes: int = 1, threads: int = 1, *, log: Path | None = None,
-                     extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-        """A real ``qbm worker``; its stderr (JSON logs) goes to ``log`` when given."""
+                     extra_env: dict[str, str] | None = None, repo: Path = REPO) -> subprocess.Popen:
+        """A real ``qbm worker`` run from ``repo`` (another checkout: before/after comparisons); its stderr
+        (JSON logs) goes to ``log`` when given."""
         env = self.env()
         if log is not None:
             env["QBM_LOG_LEVEL"] = "INFO"
@@ -193,7 +194,7 @@ class Bench:
         stderr = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - child owns it
         proc = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "worker", "--processes", str(processes), "--threads", str(threads)],
-            env=env, cwd=REPO, start_new_session=True, stderr=stderr)
+            env=env, cwd=repo, start_new_session=True, stderr=stderr)
         self.workers.append(proc)
         self.wait_worker_ready(proc, processes)
         return proc

@@ -30,7 +30,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import REPO, free_port, machine, stop_process, wait_port  # noqa: E402
+from bench.harness import REPO, free_port, machine, median, stop_process, wait_port  # noqa: E402
 
 LUA = """
 local n = 0
@@ -49,13 +49,14 @@ end
 """
 
 
-def start_api(redis_url: str, prefix: str, work: Path, workers: int, threads: int) -> tuple[subprocess.Popen, int]:
+def start_api(redis_url: str, prefix: str, work: Path, workers: int, threads: int, repo: Path = REPO
+              ) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("QBM_")}
     env.update(QBM_REDIS_URL=redis_url, QBM_KEY_PREFIX=prefix, QBM_API_PORT=str(port), QBM_DATA_DIR=str(work),
                QBM_STORAGE_ROOTS=str(work), QBM_LOG_LEVEL="WARNING")
     proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "api", "--workers", str(workers),
-                             "--threads", str(threads)], env=env, cwd=REPO, start_new_session=True,
+                             "--threads", str(threads)], env=env, cwd=repo, start_new_session=True,
                             stderr=subprocess.DEVNULL)
     wait_port(port)
     return proc, port
@@ -121,48 +122,74 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def measure(r: redis.Redis, prefix: str, proc: subprocess.Popen, port: int, args: argparse.Namespace,
+            work: Path) -> dict:
+    before_jobs, before_cpu = r.zcard(f"{prefix}jobs:all"), cpu_seconds(proc.pid)
+    result = run_wrk(port, args.seconds, args.connections, work) if args.client == "wrk" else \
+        run_asyncio(port, args.seconds, args.connections)
+    result["created"] = r.zcard(f"{prefix}jobs:all") - before_jobs
+    result["ok"] = result["requests"] - result["non2xx"]
+    result["rate"] = result["ok"] / result["seconds"]
+    result["cpu_ms_per_job"] = (cpu_seconds(proc.pid) - before_cpu) * 1000 / max(result["ok"], 1)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--api-threads", type=int, default=8)
     parser.add_argument("--client", choices=["wrk", "asyncio"], default="wrk" if shutil.which("wrk") else "asyncio")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--compare-repo", type=Path, default=None,
+                        help="also run the API from this other checkout, alternating with this one round by round "
+                             "(before/after comparisons in the same run)")
     args = parser.parse_args()
 
     print(machine(), flush=True)
     r = redis.Redis.from_url(args.redis_url)
-    prefix = f"qbmbench:{uuid.uuid4().hex[:8]}:"
+    trees = {"this tree": REPO, **({f"{args.compare_repo}": args.compare_repo} if args.compare_repo else {})}
+    prefixes = {name: f"qbmbench:{uuid.uuid4().hex[:8]}:" for name in trees}
     work = Path(tempfile.mkdtemp(prefix="qbm-bench-create-"))
-    proc = None
+    servers: dict[str, tuple[subprocess.Popen, int]] = {}
+    results: dict[str, list[dict]] = {name: [] for name in trees}
     try:
-        proc, port = start_api(args.redis_url, prefix, work, args.api_workers, args.api_threads)
-        warm = run_asyncio(port, 2, 4)  # warm-up: imports, connection pools, Lua script cache
-        before_jobs, before_cpu = r.zcard(f"{prefix}jobs:all"), cpu_seconds(proc.pid)
-        result = run_wrk(port, args.seconds, args.connections, work) if args.client == "wrk" else \
-            run_asyncio(port, args.seconds, args.connections)
-        created = r.zcard(f"{prefix}jobs:all") - before_jobs
-        cpu = cpu_seconds(proc.pid) - before_cpu
-        queued = sum(r.llen(k) for k in r.scan_iter(match=f"{prefix}dramatiq:*", count=1000)
-                     if r.type(k) == b"list")
+        for name, repo in trees.items():
+            servers[name] = start_api(args.redis_url, prefixes[name], work / str(len(servers)), args.api_workers,
+                                      args.api_threads, repo)
+            run_asyncio(servers[name][1], 2, 4)  # warm-up: imports, connection pools, Lua script cache
+        for i in range(args.rounds):
+            for name in (list(trees) if i % 2 == 0 else list(reversed(trees))):
+                proc, port = servers[name]
+                results[name].append(measure(r, prefixes[name], proc, port, args, work))
+        queued = {name: sum(r.llen(k) for k in r.scan_iter(match=f"{prefixes[name]}dramatiq:*", count=1000)
+                            if r.type(k) == b"list") for name in trees}
     finally:
-        if proc is not None:
+        for proc, _ in servers.values():
             stop_process(proc)
-        batch = list(r.scan_iter(match=f"{prefix}*", count=10_000))
-        for i in range(0, len(batch), 10_000):
-            r.unlink(*batch[i:i + 10_000])
+        for prefix in prefixes.values():
+            batch = list(r.scan_iter(match=f"{prefix}*", count=10_000))
+            for i in range(0, len(batch), 10_000):
+                r.unlink(*batch[i:i + 10_000])
         shutil.rmtree(work, ignore_errors=True)
 
-    ok = result["requests"] - result["non2xx"]
-    rate = ok / result["seconds"]
-    print(f"\nqbm api: gunicorn {args.api_workers} worker(s) x {args.api_threads} thread(s); client: {args.client}, "
-          f"{args.connections} connections, {result['seconds']:.1f} s (warm-up: {warm['requests']} requests)")
-    print(f"  201 Created: {ok:,}   other statuses: {result['non2xx']}   socket errors: {result['errors']}")
-    print(f"  jobs stored (ZCARD jobs:all): {created:,}   messages queued for the workers: {queued:,}")
-    print(f"  latency p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms")
-    print(f"  API CPU time: {cpu * 1000 / max(ok, 1):.2f} ms per job (all gunicorn processes)")
-    print(f"  throughput: {rate:,.0f} jobs/s   goal >= 1,000: {'met' if rate >= 1000 else 'MISSED'}")
+    print(f"\nPOST /api/v1/jobs on qbm api: gunicorn {args.api_workers} worker(s) x {args.api_threads} thread(s); "
+          f"client: {args.client}, {args.connections} connections, {args.seconds} s x {args.rounds} round(s)")
+    for name, runs in results.items():
+        last = runs[-1]
+        rate = median([x["rate"] for x in runs])
+        cpu = median([x["cpu_ms_per_job"] for x in runs])
+        print(f"  {name}:")
+        print(f"    201 Created (last round): {last['ok']:,}   other statuses: {last['non2xx']}   "
+              f"socket errors: {last['errors']}   jobs stored: {last['created']:,}   "
+              f"messages queued (all rounds + warm-up): {queued[name]:,}")
+        print(f"    latency (last round) p50 {last['p50_ms']:.1f} ms, p99 {last['p99_ms']:.1f} ms")
+        print(f"    API CPU time: {cpu:.2f} ms per job (median; all gunicorn processes)  "
+              f"[{' '.join(format(x['cpu_ms_per_job'], '.2f') for x in runs)}]")
+        print(f"    throughput: {rate:,.0f} jobs/s (median) [{' '.join(format(x['rate'], '.0f') for x in runs)}]   "
+              f"goal >= 1,000: {'met' if rate >= 1000 else 'MISSED'}")
 
 
 if __name__ == "__main__":

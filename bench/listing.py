@@ -168,6 +168,12 @@ def main() -> None:
         p50 = percentile(large, 50) / percentile(small, 50)
         p99 = percentile(large, 99) / percentile(small, 99)
         print(f"  page {page:>3}: p50 {p50:.2f}x, p99 {p99:.2f}x  {'met' if p99 <= 1.5 else 'MISSED'}")
+    deep, first = max(args.pages), min(args.pages)
+    if deep != first and expected["1k"] < deep * 20:
+        small, large = latencies[("1k", first)], latencies[("1M", deep)]
+        print(f"  page {deep} of 1M vs page {first} of 1k (both 20 jobs, so the same work): "
+              f"p50 {percentile(large, 50) / percentile(small, 50):.2f}x, "
+              f"p99 {percentile(large, 99) / percentile(small, 99):.2f}x")
 
 
 if __name__ == "__main__":

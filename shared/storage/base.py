@@ -14,7 +14,9 @@ from __future__ import annotations
 import abc
 import hashlib
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import BinaryIO
@@ -128,12 +130,41 @@ def _check_component(key: str, part: str) -> None:
         raise InvalidKey(f"storage key {key!r} uses a name reserved for temporary files")
 
 
+#: Chunks at least this big are hashed on a helper thread (hashlib releases the GIL while it hashes them), so
+#: hashing one chunk overlaps receiving and writing the next instead of adding to it: sha256 (~1.7 GB/s on
+#: one core) was a third of a local backup's transfer time. Smaller chunks (manifests) are hashed inline.
+HASH_OFFLOAD_MIN = 256 * 1024
+#: Chunks handed to the hashing thread and not hashed yet, at most (bounded memory: a few MiB).
+HASH_BACKLOG = 4
+
+
+class _BackgroundHash:
+    """Feeds one hash object on its own thread, in order, at most ``HASH_BACKLOG`` chunks behind."""
+
+    def __init__(self, digest: hashlib._Hash) -> None:
+        self._digest = digest
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qbm-sha256")
+        self._pending: deque[Future[None]] = deque()
+
+    def update(self, chunk: bytes) -> None:
+        while len(self._pending) >= HASH_BACKLOG:
+            self._pending.popleft().result()
+        self._pending.append(self._executor.submit(self._digest.update, chunk))
+
+    def hexdigest(self) -> str:
+        while self._pending:
+            self._pending.popleft().result()
+        self._executor.shutdown(wait=True)
+        return self._digest.hexdigest()
+
+
 class ChunkFeed:
     """Pull chunks from the caller's iterator, hashing and counting them, and honour the two callbacks.
 
     Both backends consume the stream through this so that size/sha256 describe exactly the bytes handed to
     the backend, and cancellation/progress behave the same everywhere. ``should_continue`` is asked before
-    every chunk (and once more before accepting end-of-stream), ``on_progress`` after every chunk.
+    every chunk (and once more before accepting end-of-stream), ``on_progress`` after every chunk. Large chunks
+    are hashed on a helper thread (see ``HASH_OFFLOAD_MIN``); :meth:`result` waits for it.
     """
 
     def __init__(self, chunks: Iterable[bytes], key: str, *,
@@ -144,6 +175,7 @@ class ChunkFeed:
         self._on_progress = on_progress
         self._should_continue = should_continue
         self._hash = hashlib.sha256()
+        self._background: _BackgroundHash | None = None
         self.size = 0
         self.done = False
 
@@ -162,7 +194,12 @@ class ChunkFeed:
             if not chunk:
                 continue
             chunk = bytes(chunk)
-            self._hash.update(chunk)
+            if self._background is None and len(chunk) >= HASH_OFFLOAD_MIN:
+                self._background = _BackgroundHash(self._hash)  # from now on every chunk goes there, in order
+            if self._background is not None:
+                self._background.update(chunk)
+            else:
+                self._hash.update(chunk)
             self.size += len(chunk)
             if self._on_progress is not None:
                 self._on_progress(self.size)
@@ -170,7 +207,8 @@ class ChunkFeed:
         return None
 
     def result(self) -> WriteResult:
-        return WriteResult(size=self.size, sha256=self._hash.hexdigest())
+        digest = self._background.hexdigest() if self._background is not None else self._hash.hexdigest()
+        return WriteResult(size=self.size, sha256=digest)
 
 
 class Storage(abc.ABC):

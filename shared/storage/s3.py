@@ -146,7 +146,8 @@ class S3Storage(Storage):
         except Exception as exc:
             raise self._error(exc, key, "writing") from exc
         done: list[Part] = []
-        in_flight: deque[tuple[int, Future[str]]] = deque()
+        in_flight: deque[tuple[int, Future[str], bytes | bytearray]] = deque()
+        spare: list[bytearray] = []  # buffers of sent parts, refilled: parallel_parts + 1 buffers per write
         executor = ThreadPoolExecutor(max_workers=self.parallel_parts, thread_name_prefix="qbm-s3-part")
         try:
             number, data = 1, first  # type: int, bytes | bytearray | None
@@ -155,21 +156,23 @@ class S3Storage(Storage):
                     raise StorageError(f"{key!r} is larger than {MAX_PARTS} parts of {parts.part_size} bytes; "
                                        "S3 cannot store it in one object")
                 while len(in_flight) >= self.parallel_parts:
-                    finished, future = in_flight.popleft()
+                    finished, future, sent = in_flight.popleft()
                     done.append(Part(finished, future.result()))
+                    if isinstance(sent, bytearray):
+                        spare.append(sent)
                 in_flight.append((number, executor.submit(self._client._upload_part, self.bucket, key, data,
-                                                          None, upload_id, number)))
-                number, data = number + 1, None  # drop our reference: the executor holds the part until sent
-                data = parts.next_part()
+                                                          None, upload_id, number), data))
+                number, data = number + 1, None
+                data = parts.next_part(spare.pop() if spare else None)
             while in_flight:
-                finished, future = in_flight.popleft()
+                finished, future, _ = in_flight.popleft()
                 done.append(Part(finished, future.result()))
             self._client._complete_multipart_upload(self.bucket, key, upload_id, done)
         except BaseException as exc:
             # Abort only once no part is still being sent: a part landing after the abort would stay (and cost).
-            for _, future in in_flight:
+            for _, future, _ in in_flight:
                 future.cancel()
-            wait([future for _, future in in_flight])
+            wait([future for _, future, _ in in_flight])
             self._abort_upload(key, upload_id)
             if not isinstance(exc, Exception) or exc is parts.error or isinstance(exc, StorageError):
                 raise
@@ -359,8 +362,10 @@ class _PartReader:
     """Packs the chunk feed into parts of exactly ``part_size`` bytes (the last one shorter).
 
     From the second part on, each part is one ``bytearray`` of ``part_size`` the chunks are copied into as they
-    arrive: one copy per byte, no growing, joining or re-slicing, so a part costs its size and no more. The first
-    part is joined from its chunks instead, so a small object (a manifest) allocates only what it holds.
+    arrive: one copy per byte, no growing, joining or re-slicing, so a part costs its size and no more; the
+    buffer of a part already sent is refilled rather than a new one allocated (no allocator churn: peak RSS
+    stays the same whatever the object's size). The first part is joined from its chunks instead, so a small
+    object (a manifest) allocates only what it holds.
     Remembers the exception the feed raised (cancellation, or the source failing) so ``write`` can tell it
     apart from S3 errors and re-raise it unchanged.
     """
@@ -398,9 +403,9 @@ class _PartReader:
     def first_part(self) -> bytes:
         return b"".join(self._pieces())
 
-    def next_part(self) -> bytearray | None:
-        """The next part, or None when the feed is exhausted."""
-        part = bytearray(self.part_size)
+    def next_part(self, buffer: bytearray | None = None) -> bytearray | None:
+        """The next part (in ``buffer`` when given), or None when the feed is exhausted."""
+        part = buffer if buffer is not None and len(buffer) == self.part_size else bytearray(self.part_size)
         filled = 0
         with memoryview(part) as view:
             for piece in self._pieces():
