@@ -9,7 +9,7 @@ QBM and its baseline back to back (the order alternates between rounds) and the 
 * backup, local: the job from creation to completion against ``curl -o`` of the same snapshot from the same
   double. The job also makes the snapshot on Qdrant and deletes it afterwards, so it is compared with the same
   three calls done by curl (POST snapshot, ``curl -o``, DELETE) -- "manual" -- and its transfer step alone
-  (progress 10 -> 95, seen by polling Redis every 10 ms) with ``curl -o`` alone -- "transfer".
+  (progress 10 -> 95, seen by polling Redis every 25 ms) with ``curl -o`` alone -- "transfer".
 * backup, S3: the same into moto, against the minio client's ``fput_object`` of the same file (in its own
   process, defaults: 3 parallel part uploads).
 * restore, local: the job against ``curl -F snapshot=@file .../snapshots/upload?wait=true&checksum=...``, the
@@ -135,45 +135,38 @@ def manual_restore_s3(b: Bench, key: str, sha256: str, target: str) -> float:
                 f"{q}/collections/{target}/snapshots/recover?wait=true")
 
 
-def one_round(b: Bench, backend: str, qbm_first: bool) -> dict[str, float]:
-    """One backup and one restore with QBM and with the tools; seconds by figure name."""
-    fig: dict[str, float] = {}
+def tool_cycle(b: Bench, backend: str, fig: dict[str, float]) -> None:
+    """Backup and restore with the plain tools; every file and object it made is gone when it returns."""
     copy = b.root / "curl-copy.snapshot"
-    # -- backup --
-    for side in (("qbm", "tool") if qbm_first else ("tool", "qbm")):
-        if side == "tool":
-            m = manual_backup(b, copy)
-            fig[f"{backend} backup: curl create+download+delete"] = m["manual"]
-            fig[f"{backend} backup: curl -o"] = m["curl"]
-            fig[f"{backend} snapshot create (POST wait=true)"] = m["create"]
-            if backend == "local":
-                fig["local backup: fsync of curl's copy"] = fsync_file(copy)
-            if backend == "s3":
-                put = minio_tool("put", b, "baseline/copy.snapshot", copy)
-                fig["s3 backup: fput_object"] = put
-                fig["s3 backup: curl create+download+delete, then fput_object"] = m["manual"] + put
-        else:
-            qbm = qbm_backup(b, backend)
-            fig[f"{backend} backup: QBM job"] = qbm["job"]
-            fig[f"{backend} backup: QBM transfer step"] = qbm["transfer"]
-    # -- restore (the other order) --
-    sha = qbm["meta"]["sha256"]
-    for side in (("tool", "qbm") if qbm_first else ("qbm", "tool")):
-        if side == "tool":
-            if backend == "local":
-                fig["local restore: curl -F upload?wait=true"] = manual_restore_local(b, copy, sha, "tp_tool")
-            else:
-                fig["s3 restore: curl PUT recover (presigned)"] = manual_restore_s3(
-                    b, "baseline/copy.snapshot", sha, "tp_tool")
-                fetched = b.root / "fget.snapshot"
-                fig["s3 restore: fget_object"] = minio_tool("get", b, "baseline/copy.snapshot", fetched)
-                fetched.unlink()
-            b.double.drop_collection("tp_tool")  # type: ignore[union-attr]
-        else:
-            fig[f"{backend} restore: QBM job"] = qbm_restore(b, backend, qbm["backup_id"], "tp_qbm")["job"]
-            b.double.drop_collection("tp_qbm")  # type: ignore[union-attr]
-    # -- clean up this round's copies --
-    copy.unlink()
+    m = manual_backup(b, copy)
+    fig[f"{backend} backup: curl create+download+delete"] = m["manual"]
+    fig[f"{backend} backup: curl -o"] = m["curl"]
+    fig[f"{backend} snapshot create (POST wait=true)"] = m["create"]
+    if backend == "local":
+        fig["local backup: fsync of curl's copy"] = fsync_file(copy)
+        fig["local restore: curl -F upload?wait=true"] = manual_restore_local(b, copy, m["sha256"], "tp_tool")
+        copy.unlink()
+    else:
+        put = minio_tool("put", b, "baseline/copy.snapshot", copy)
+        copy.unlink()
+        fig["s3 backup: fput_object"] = put
+        fig["s3 backup: curl create+download+delete, then fput_object"] = m["manual"] + put
+        fig["s3 restore: curl PUT recover (presigned)"] = manual_restore_s3(
+            b, "baseline/copy.snapshot", m["sha256"], "tp_tool")
+        fetched = b.root / "fget.snapshot"
+        fig["s3 restore: fget_object"] = minio_tool("get", b, "baseline/copy.snapshot", fetched)
+        fetched.unlink()
+        b.moto.client().remove_object(S3_BUCKET, "baseline/copy.snapshot")  # type: ignore[union-attr]
+    b.double.drop_collection("tp_tool")  # type: ignore[union-attr]
+
+
+def qbm_cycle(b: Bench, backend: str, fig: dict[str, float]) -> None:
+    """Backup and restore through QBM jobs; every file and object it made is gone when it returns."""
+    qbm = qbm_backup(b, backend)
+    fig[f"{backend} backup: QBM job"] = qbm["job"]
+    fig[f"{backend} backup: QBM transfer step"] = qbm["transfer"]
+    fig[f"{backend} restore: QBM job"] = qbm_restore(b, backend, qbm["backup_id"], "tp_qbm")["job"]
+    b.double.drop_collection("tp_qbm")  # type: ignore[union-attr]
     if backend == "local":
         for path in (b.root / "local").rglob("*"):
             if path.is_file():
@@ -182,6 +175,16 @@ def one_round(b: Bench, backend: str, qbm_first: bool) -> dict[str, float]:
         client = b.moto.client()  # type: ignore[union-attr]
         for obj in client.list_objects(S3_BUCKET, recursive=True):
             client.remove_object(S3_BUCKET, obj.object_name)
+
+
+def one_round(b: Bench, backend: str, qbm_first: bool) -> dict[str, float]:
+    """QBM's backup+restore and the tools' backup+restore, one after the other; seconds by figure name.
+
+    Each side cleans up before the other starts, so both begin with the same memory free (on this VM, memory
+    touched for the first time in a while costs ~5x more to fill: see RESULTS.md)."""
+    fig: dict[str, float] = {}
+    for cycle in ((qbm_cycle, tool_cycle) if qbm_first else (tool_cycle, qbm_cycle)):
+        cycle(b, backend, fig)
     return fig
 
 
@@ -228,7 +231,7 @@ def report(rounds: list[dict[str, float]], size_mib: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=2048)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4, help="even: each side goes first equally often")
     parser.add_argument("--backends", nargs="+", choices=["local", "s3"], default=["local", "s3"])
     parser.add_argument("--storage-dir", type=Path, default=None,
                         help="where backups and the tools' copies are written (default: /dev/shm if it has room, "
