@@ -7,6 +7,7 @@ only keys under that prefix when it ends. Nothing here is part of the test run.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -19,9 +20,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,7 @@ class Bench:
     double: QdrantDouble | None = None
     moto: Moto | None = None
     workers: list[subprocess.Popen] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
 
     #: Where backups (and the baselines' copies) are written; None: inside ``work`` (on disk).
     storage_dir: Path | None = None
@@ -183,21 +186,42 @@ class Bench:
                    QBM_LOG_LEVEL="WARNING", QBM_SECRET_KEY=self.secret_key)
         return env
 
-    def start_worker(self, processes: int = 1, threads: int = 1, *, log: Path | None = None,
-                     extra_env: dict[str, str] | None = None, repo: Path = REPO) -> subprocess.Popen:
-        """A real ``qbm worker`` run from ``repo`` (another checkout: before/after comparisons); its stderr
-        (JSON logs) goes to ``log`` when given."""
+    def start_worker(self, processes: int = 1, threads: int = 1, *, extra_env: dict[str, str] | None = None,
+                     repo: Path = REPO) -> subprocess.Popen:
+        """A real ``qbm worker`` run from ``repo`` (another checkout: before/after comparisons). Its JSON log
+        lines (INFO) go to a file in ``work``; :meth:`step_times` reads when each step started from them."""
         env = self.env()
-        if log is not None:
-            env["QBM_LOG_LEVEL"] = "INFO"
+        env["QBM_LOG_LEVEL"] = "INFO"
         env.update(extra_env or {})
-        stderr = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - child owns it
+        log = self.work / f"worker-{len(self.logs)}.log"
+        self.logs.append(log)
+        stderr = open(log, "ab")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "worker", "--processes", str(processes), "--threads", str(threads)],
             env=env, cwd=repo, start_new_session=True, stderr=stderr)
+        stderr.close()
         self.workers.append(proc)
         self.wait_worker_ready(proc, processes)
         return proc
+
+    def step_times(self, job_id: str) -> dict[str, float]:
+        """Step name -> when it started (epoch seconds, from the workers' "step started" log lines; ms
+        resolution), plus "end" for "job completed"."""
+        times: dict[str, float] = {}
+        for log in self.logs:
+            for line in log.read_text(errors="replace").splitlines():
+                if job_id not in line:
+                    continue
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("job_id") != job_id or entry.get("msg") not in ("step started", "job completed"):
+                    continue
+                at = datetime.strptime(entry["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+                name = "end" if entry["msg"] == "job completed" else entry.get("step", "?")
+                times.setdefault(name, at)  # the first start (a retried step starts again later)
+        return times
 
     def wait_worker_ready(self, proc: subprocess.Popen, processes: int, timeout: float = 60.0) -> None:
         """Until the master has ``processes`` children that finished importing (their RSS stops growing)."""
@@ -223,44 +247,32 @@ class Bench:
             raise RuntimeError(f"job not created: {resp.status_code} {resp.get_data(as_text=True)}")
         return resp.get_json()["result"]["id"]
 
-    def wait_job(self, job_id: str, timeout: float = 1800.0, on_poll: Callable[[bytes | None], None] | None = None
-                 ) -> dict:
+    def wait_job(self, job_id: str, timeout: float = 1800.0) -> dict:
         """Poll the job hash in Redis every 25 ms until it ends; return the public job from the API."""
         key = f"{self.prefix}job:{job_id}"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            status, progress = self.redis.hmget(key, ["status", "progress"])
-            if on_poll is not None:
-                on_poll(progress)
+            status = self.redis.hget(key, "status")
             if status in (b"completed", b"failed", b"cancelled"):
                 return self.client.get(f"/api/v1/jobs/{job_id}").get_json()["result"]
             time.sleep(0.025)  # polling interval (the double shares this process: poll lightly)
         raise TimeoutError(f"job {job_id} did not end within {timeout} s")
 
     def run_job(self, body: dict) -> tuple[float, dict, dict[str, float]]:
-        """Create a job and wait for it: (seconds from creation to completion, job, phase marks).
+        """Create a job and wait for it: (seconds from creation to completion, job, step seconds).
 
-        Phase marks are seconds since creation at which progress was first seen above 10 (backup: the
-        transfer began; restore: above 5) and at 95 / 90 (the transfer ended).
+        Step seconds come from the worker's log: from a step's start to the next step's start (so they
+        include one hand-over between steps), the last step to "job completed".
         """
-        marks: dict[str, float] = {}
         started = time.monotonic()
-        low, high = (10, 95) if body["type"] == "backup" else (5, 90)
-
-        def poll(progress: bytes | None) -> None:
-            value = int(progress or 0)
-            now = time.monotonic() - started
-            if value > low and "transfer_start" not in marks:
-                marks["transfer_start"] = now
-            if value >= high and "transfer_end" not in marks:
-                marks["transfer_end"] = now
-
         job_id = self.create_job(body)
-        job = self.wait_job(job_id, on_poll=poll)
+        job = self.wait_job(job_id)
         elapsed = time.monotonic() - started
         if job["status"] != "completed":
             raise RuntimeError(f"job {job_id} {job['status']}: {job.get('error')}")
-        return elapsed, job, marks
+        times = sorted(self.step_times(job_id).items(), key=lambda item: item[1])
+        steps = {name: later - at for (name, at), (_, later) in zip(times, times[1:], strict=False)}
+        return elapsed, job, steps
 
     # -- clean-up ----------------------------------------------------------------------------------------------
 

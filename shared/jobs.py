@@ -22,6 +22,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,6 +68,24 @@ class JobNotFound(LookupError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id} not found")
         self.job_id = job_id
+
+
+class StorageMissing(LookupError):
+    """A new job names a storage backend that does not exist (``storage_id``), or names none and no default
+    is configured (``storage_id`` None). Nothing was stored."""
+
+    def __init__(self, storage_id: str | None) -> None:
+        super().__init__(storage_id)
+        self.storage_id = storage_id
+
+
+@dataclass(frozen=True)
+class StorageRef:
+    """Where the storage backend of a new job is checked as the job is stored (see ``JobStore.create``):
+    config ``{config_prefix}{id}`` must exist; with no id given, ``default_key`` holds the default's id."""
+
+    config_prefix: str
+    default_key: str
 
 
 class TransitionError(ValueError):
@@ -140,6 +159,28 @@ def _lua_allowed_table() -> str:
 
 
 _PUBLIC_LUA = _lua_list(PUBLIC_FIELDS)
+
+# Creating a job, in one round trip (POST /jobs is the hottest write; see bench/RESULTS.md, job creation).
+# KEYS: job hash, the four indexes, the named storage config, the default storage pointer.
+# ARGV: score, id, metadata JSON, mode, then the hash's other field/value pairs. Mode 'none': store as is;
+# 'given': the storage config must exist; 'default': the default's id is spliced in where the metadata JSON
+# has "\u0000" (ARGV[3] starts with {"storage_id":"\u0000"). Returns {'ok', storage id}, {'no_default'} or
+# {'no_storage'}; nothing is written unless it is 'ok'.
+_CREATE_LUA = """
+local metadata, mode, sid = ARGV[3], ARGV[4], ''
+if mode == 'default' then
+  sid = redis.call('GET', KEYS[7])
+  if not sid then return {'no_default'} end
+  metadata = '{"storage_id":' .. cjson.encode(sid) .. string.sub(metadata, 23)
+elseif mode == 'given' and redis.call('EXISTS', KEYS[6]) == 0 then
+  return {'no_storage'}
+end
+local fields = {'metadata', metadata}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+for i = 2, 5 do redis.call('ZADD', KEYS[i], ARGV[1], ARGV[2]) end
+return {'ok', sid}
+"""
 
 # KEYS[1] job hash. ARGV: id, target, now (ISO), key prefix, "1" to store ARGV[6] as error, error.
 # Returns {"missing"}, {"refused", current} or {"ok", {public field values}}.
@@ -269,6 +310,7 @@ class JobStore:
         self._clear_steps = redis.register_script(_CLEAR_STEPS_LUA)
         self._list = redis.register_script(_LIST_LUA)
         self._delete = redis.register_script(_DELETE_LUA)
+        self._create = redis.register_script(_CREATE_LUA)
 
     # --- keys ---
 
@@ -294,9 +336,15 @@ class JobStore:
         shard_id: int | None = None,
         snapshot_name: str | None = None,
         metadata: dict | None = None,
+        storage: StorageRef | None = None,
     ) -> dict:
-        """Store a new ``pending`` job and return it; hash and all four indexes are written in one MULTI,
-        so a job is either fully listed or not there at all."""
+        """Store a new ``pending`` job and return it; the hash and all four indexes are written by one script,
+        so a job is either fully listed or not there at all.
+
+        With ``storage``, ``metadata["storage_id"]`` is checked by the same script (that config must exist;
+        when the id is absent, the default's id is filled in), so a job only ever names a backend that
+        existed when it was stored, at no extra round trip. Raises :class:`StorageMissing` (nothing stored).
+        """
         _check_choice(type, JOB_TYPES, "type")
         if not isinstance(collection_name, str) or not collection_name:
             raise ValueError("collection_name must be a non-empty string")
@@ -304,7 +352,15 @@ class JobStore:
             raise ValueError(f"shard_id must be an integer, got {shard_id!r}")
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError("metadata must be a JSON object (a dict)")
-        metadata_json = _dump_json(metadata or {}, "metadata")
+        metadata = dict(metadata or {})
+        given = metadata.get("storage_id")
+        mode, config_key = "none", ""
+        if storage is not None and given is None:
+            mode = "default"
+            metadata = {"storage_id": "\0", **metadata}  # first, so the script finds the placeholder at once
+        elif storage is not None:
+            mode, config_key = "given", f"{storage.config_prefix}{given}"
+        metadata_json = _dump_json(metadata, "metadata")
 
         micros = _next_micros()
         job_id = _new_id(micros)
@@ -314,7 +370,6 @@ class JobStore:
             "status": "pending",
             "collection_name": collection_name,
             "progress": "0",
-            "metadata": metadata_json,
             "created_at": _iso_from_micros(micros),
             _SCORE_FIELD: str(micros),
         }
@@ -322,17 +377,19 @@ class JobStore:
             fields["shard_id"] = str(shard_id)
         if snapshot_name is not None:
             fields["snapshot_name"] = snapshot_name
-
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(self._key(job_id), mapping=fields)
-        for index in (
-            self._index(None, None),
-            self._index("pending", None),
-            self._index(None, type),
-            self._index("pending", type),
-        ):
-            pipe.zadd(index, {job_id: micros})
-        pipe.execute()
+        keys = [self._key(job_id), self._index(None, None), self._index("pending", None), self._index(None, type),
+                self._index("pending", type), config_key or self._key(job_id),
+                storage.default_key if storage is not None else self._key(job_id)]
+        outcome = self._create(keys=keys, args=[micros, job_id, metadata_json, mode,
+                                                *(item for pair in fields.items() for item in pair)])
+        status = _text(outcome[0])
+        if status == "no_default":
+            raise StorageMissing(None)
+        if status == "no_storage":
+            raise StorageMissing(str(given))
+        if mode == "default":
+            metadata["storage_id"] = _text(outcome[1])
+        fields["metadata"] = _dump_json(metadata, "metadata")
         return _public([fields.get(f) for f in PUBLIC_FIELDS]) or {}
 
     def get(self, job_id: str) -> dict:

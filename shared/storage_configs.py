@@ -25,6 +25,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import WatchError
 
+from shared.jobs import StorageRef
 from shared.secret_box import SecretBox
 from shared.timeutil import to_iso
 
@@ -266,6 +267,10 @@ class StorageConfigStore:
         """The default config's id, or None: one GET (``delete()`` clears the pointer with the config, in one
         script, so a pointer never outlives its config). For the job submission path, which needs no more."""
         return _text(self._redis.get(self._default_key))
+
+    def job_ref(self) -> StorageRef:
+        """Where ``JobStore.create`` checks a new job's backend (or finds the default) as it stores the job."""
+        return StorageRef(config_prefix=f"{self._prefix}storage:", default_key=self._default_key)
 
     def exists(self, storage_id: str) -> bool:
         return bool(self._redis.exists(self._key(storage_id)))

@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import marshmallow as ma
 
 from shared.job_requests import JobCreateSchema
-from shared.jobs import JobNotFound, JobStore, TransitionError
+from shared.jobs import JobNotFound, JobStore, StorageMissing, TransitionError
 from shared.storage_configs import StorageConfigNotFound, StorageConfigStore
 
 log = logging.getLogger("qbm.submit")
 
-Enqueue = Callable[[str], None]
+
+class Enqueue(Protocol):
+    """Hands a stored job to the workers (``new_job_type``: it was just created, so no step is done yet and
+    its first step is known without reading the job back)."""
+
+    def __call__(self, job_id: str, new_job_type: str | None = None) -> None: ...
+
 
 #: The store issues ids like ``st_1a2b3c4d5e6f``; anything else cannot exist (and is kept out of Redis keys:
 #: ``storage:default`` is the store's default pointer, not a config).
@@ -86,7 +92,7 @@ class JobSubmitter:
     def resolve_storage(self, storage_id: str | None) -> str:
         """The backend a job will use: ``storage_id`` if it exists, else the default. InvalidJobRequest
         (naming ``metadata.storage_id``) when neither works."""
-        # One Redis read each way (this runs for every job created: see bench/RESULTS.md, job creation).
+        # Job creation does this check inside its own Redis call (JobStore.create); this is for other callers.
         if storage_id is None:
             default_id = self.storage_configs.default_id()
             if default_id is None:
@@ -109,21 +115,33 @@ class JobSubmitter:
         """
         data = dict(body) if validated else load_job_request(body)
         metadata = dict(data.get("metadata") or {})
-        metadata["storage_id"] = self.resolve_storage(metadata.get("storage_id"))
-        job = self.jobs.create(
-            data["type"],
-            data["collection_name"],
-            shard_id=data.get("shard_id"),
-            snapshot_name=data.get("snapshot_name"),
-            metadata=metadata,
-        )
-        self.hand_over(job["id"])
+        storage_id = metadata.get("storage_id")
+        if storage_id is not None and not storage_id_format_ok(storage_id):
+            raise InvalidJobRequest("metadata.storage_id", f"storage backend {str(storage_id)[:80]} does not exist")
+        try:
+            # The storage check (or the default's lookup) happens in the same Redis call that stores the job.
+            job = self.jobs.create(
+                data["type"],
+                data["collection_name"],
+                shard_id=data.get("shard_id"),
+                snapshot_name=data.get("snapshot_name"),
+                metadata=metadata,
+                storage=self.storage_configs.job_ref(),
+            )
+        except StorageMissing as exc:
+            if exc.storage_id is None:
+                raise InvalidJobRequest("metadata.storage_id",
+                                        "not given and no default storage backend is configured") from None
+            raise InvalidJobRequest("metadata.storage_id", f"storage backend {storage_id} does not exist") from None
+        self.hand_over(job["id"], new_job_type=job["type"])
         return job
 
-    def hand_over(self, job_id: str) -> None:
-        """Give a stored job to the workers; if that fails, cancel it with the reason and raise HandOverFailed."""
+    def hand_over(self, job_id: str, *, new_job_type: str | None = None) -> None:
+        """Give a stored job to the workers; if that fails, cancel it with the reason and raise HandOverFailed.
+
+        ``new_job_type``: the job was just created (no step done), so its first step is known without a read."""
         try:
-            self.enqueue(job_id)
+            self.enqueue(job_id, new_job_type=new_job_type)
         except Exception as exc:
             log.error("could not enqueue job %s", job_id, exc_info=True, extra={"job_id": job_id})
             try:

@@ -21,6 +21,7 @@ from shared.jobs import JobStore
 from shared.storage import LocalStorage
 from tests.api.helpers import closed_port_url
 from tests.backup_factory import put_backup
+from tests.recorder import EnqueueRecorder
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "cli-key-9f8e7d"
@@ -35,10 +36,10 @@ class Served:
 def api(redis_url: str, key_prefix: str, tmp_path: Path) -> Iterator[Served]:
     root = tmp_path / "backups"
     root.mkdir()
-    enqueued: list[str] = []
+    enqueued = EnqueueRecorder()
     config = Config(redis_url=redis_url, redis_url_explicit=True, qdrant_url=closed_port_url(),
                     key_prefix=key_prefix, storage_roots=(root,), data_dir=tmp_path, api_keys=(KEY,))
-    server = make_server("127.0.0.1", 0, create_app(config, enqueue=enqueued.append), threaded=True)
+    server = make_server("127.0.0.1", 0, create_app(config, enqueue=enqueued), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield Served(f"http://127.0.0.1:{server.server_port}", enqueued, root)

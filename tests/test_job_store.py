@@ -18,6 +18,8 @@ from shared.jobs import (
     PUBLIC_FIELDS,
     JobNotFound,
     JobStore,
+    StorageMissing,
+    StorageRef,
     TransitionError,
 )
 
@@ -512,3 +514,37 @@ def test_listing_ten_thousand_jobs(store: JobStore) -> None:
     check_listing(store, created, status_of, type_of, [f for f in ALL_FILTERS if f[0] is not None])
     assert store.list(limit=1)[1] == 10_000
     assert {t: store.list(type=t, limit=1)[1] for t in JOB_TYPES} == dict.fromkeys(JOB_TYPES, 2500)
+
+
+# --- the storage check done by create itself (one round trip per job) ---
+
+
+def test_create_fills_in_the_default_storage_and_keeps_the_rest_of_the_metadata(store, redis_client, key_prefix):
+    ref = StorageRef(config_prefix=f"{key_prefix}storage:", default_key=f"{key_prefix}storages:default")
+    redis_client.set(ref.default_key, "st_default1")
+    redis_client.hset(f"{key_prefix}storage:st_default1", "id", "st_default1")
+    meta = {"note": 'quote " and nul \x00 and ü', "keep_on_qdrant": True}
+    job = store.create("backup", "c", metadata=meta, storage=ref)
+    expected = {"storage_id": "st_default1", **meta}
+    assert job["metadata"] == expected
+    assert store.get(job["id"])["metadata"] == expected  # what was stored, not just what was returned
+
+
+def test_create_checks_a_named_storage_exists(store, redis_client, key_prefix):
+    ref = StorageRef(config_prefix=f"{key_prefix}storage:", default_key=f"{key_prefix}storages:default")
+    redis_client.hset(f"{key_prefix}storage:st_named1", "id", "st_named1")
+    job = store.create("restore", "c", snapshot_name="b1", metadata={"storage_id": "st_named1"}, storage=ref)
+    assert store.get(job["id"])["metadata"] == {"storage_id": "st_named1"}
+    with pytest.raises(StorageMissing) as missing:
+        store.create("backup", "c", metadata={"storage_id": "st_gone"}, storage=ref)
+    assert missing.value.storage_id == "st_gone"
+    assert store.list()[1] == 1  # the refused job left nothing behind, in no index
+
+
+def test_create_without_any_default_storage_stores_nothing(store, redis_client, key_prefix):
+    ref = StorageRef(config_prefix=f"{key_prefix}storage:", default_key=f"{key_prefix}storages:default")
+    with pytest.raises(StorageMissing) as missing:
+        store.create("backup", "c", storage=ref)
+    assert missing.value.storage_id is None
+    assert store.list()[1] == 0
+    assert not any(redis_client.exists(key) for key in all_index_keys(key_prefix))

@@ -8,17 +8,15 @@ Messages are built by actor *name*, so callers need the broker but not the worke
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import dramatiq
 
 from shared.config import Config
 from shared.jobs import JobStore
 from shared.redis_conn import from_config
+from shared.submit import Enqueue
 from workers.broker import make_broker
 from workers.chains import STEPS, actor_name, next_step, queue_for
-
-Enqueue = Callable[[str], None]
 
 
 def send_step(broker: dramatiq.Broker, job_type: str, step: str, job_id: str, *, delay_ms: int | None = None
@@ -34,12 +32,17 @@ def send_step(broker: dramatiq.Broker, job_type: str, step: str, job_id: str, *,
 
 
 def make_enqueuer(config: Config) -> Enqueue:
-    """Return ``enqueue(job_id)``, which sends the job's next step to its queue."""
+    """Return ``enqueue(job_id, new_job_type=None)``, which sends the job's next step to its queue.
+
+    ``new_job_type`` is for a job just created: its first step is that type's first, so nothing is read."""
     broker = _broker(config)
     jobs = JobStore(from_config(config), config.key_prefix)
 
-    def enqueue(job_id: str) -> None:
-        job, steps = jobs.get_with_steps(job_id)  # one read: this runs for every job created
+    def enqueue(job_id: str, new_job_type: str | None = None) -> None:
+        if new_job_type is not None:
+            send_step(broker, new_job_type, STEPS[new_job_type][0], job_id)
+            return
+        job, steps = jobs.get_with_steps(job_id)
         # All steps recorded but the job not ended (a crash right after the last step): run the last one
         # again; steps are idempotent and the last one ends the job.
         step = next_step(job["type"], steps) or STEPS[job["type"]][-1]

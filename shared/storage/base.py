@@ -134,26 +134,34 @@ def _check_component(key: str, part: str) -> None:
 #: hashing one chunk overlaps receiving and writing the next instead of adding to it: sha256 (~1.7 GB/s on
 #: one core) was a third of a local backup's transfer time. Smaller chunks (manifests) are hashed inline.
 HASH_OFFLOAD_MIN = 256 * 1024
-#: Chunks handed to the hashing thread and not hashed yet, at most (bounded memory: a few MiB).
-HASH_BACKLOG = 4
+#: Bytes handed to the hashing thread and not hashed yet, at most (bounded memory: two 4 MiB download chunks).
+HASH_BACKLOG_BYTES = 8 * MiB
 
 
 class _BackgroundHash:
-    """Feeds one hash object on its own thread, in order, at most ``HASH_BACKLOG`` chunks behind."""
+    """Feeds one hash object on its own thread, in order, at most ``HASH_BACKLOG_BYTES`` behind (and always
+    at least one chunk, whatever its size)."""
 
     def __init__(self, digest: hashlib._Hash) -> None:
         self._digest = digest
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qbm-sha256")
-        self._pending: deque[Future[None]] = deque()
+        self._pending: deque[tuple[Future[None], int]] = deque()
+        self._backlog = 0
 
     def update(self, chunk: bytes) -> None:
-        while len(self._pending) >= HASH_BACKLOG:
-            self._pending.popleft().result()
-        self._pending.append(self._executor.submit(self._digest.update, chunk))
+        while self._pending and self._backlog + len(chunk) > HASH_BACKLOG_BYTES:
+            self._wait_oldest()
+        self._pending.append((self._executor.submit(self._digest.update, chunk), len(chunk)))
+        self._backlog += len(chunk)
+
+    def _wait_oldest(self) -> None:
+        future, size = self._pending.popleft()
+        self._backlog -= size
+        future.result()
 
     def hexdigest(self) -> str:
         while self._pending:
-            self._pending.popleft().result()
+            self._wait_oldest()
         self._executor.shutdown(wait=True)
         return self._digest.hexdigest()
 

@@ -16,6 +16,7 @@ import pytest
 from api.app import create_app
 from shared.config import Config
 from tests.api.helpers import API, CheckedClient, SpecChecker, closed_port_url
+from tests.recorder import EnqueueRecorder
 
 
 @pytest.fixture
@@ -27,9 +28,9 @@ def storage_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def enqueued() -> list[str]:
-    """Job ids the app handed to the workers (the recording enqueue below appends to it)."""
-    return []
+def enqueued() -> EnqueueRecorder:
+    """Job ids the app handed to the workers, in order."""
+    return EnqueueRecorder()
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def make_client(make_config: Callable[..., Config], enqueued: list[str]) -> Call
     """Build a spec-checked client for an app with the given Config overrides."""
 
     def make(*, enqueue: Callable[[str], None] | None = None, **overrides: Any) -> CheckedClient:
-        app = create_app(make_config(**overrides), enqueue=enqueue or enqueued.append)
+        app = create_app(make_config(**overrides), enqueue=enqueue or enqueued)
         app.testing = True
         spec = app.test_client().get("/openapi.json").get_json()
         return CheckedClient(app, SpecChecker(spec))

@@ -144,7 +144,7 @@ def test_create_malformed_requests(client, default_storage, enqueued):
 
 
 def test_enqueue_failure_cancels_the_job_and_answers_503(make_client, qdrant, local_storage, store):
-    def broken(job_id: str) -> None:
+    def broken(job_id: str, new_job_type: str | None = None) -> None:
         raise ConnectionError("broker is down")
 
     local_storage("disk", is_default=True)  # through another app on the same Redis prefix

@@ -18,6 +18,7 @@ import pytest
 from api.app import create_app
 from shared.config import Config
 from tests.api.helpers import CheckedClient, SpecChecker
+from tests.recorder import EnqueueRecorder
 
 CANARY_TEXT = b"canary: must never be read, changed or deleted through QBM\n"
 
@@ -108,8 +109,8 @@ def fs_guard(tmp_path: Path, storage_root: Path, qdrant: Any) -> FsGuard:
 
 
 @pytest.fixture
-def enqueued() -> list[str]:
-    return []
+def enqueued() -> EnqueueRecorder:
+    return EnqueueRecorder()
 
 
 @pytest.fixture
@@ -136,7 +137,7 @@ def make_client(make_config: Callable[..., Config], enqueued: list[str]) -> Call
     """A spec-checked client (every response must match the served OpenAPI document) for a Config."""
 
     def make(**overrides: Any) -> CheckedClient:
-        app = create_app(make_config(**overrides), enqueue=enqueued.append)
+        app = create_app(make_config(**overrides), enqueue=enqueued)
         app.testing = True
         spec = app.test_client().get("/openapi.json").get_json()
         return CheckedClient(app, SpecChecker(spec))

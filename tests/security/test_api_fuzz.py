@@ -33,6 +33,7 @@ from schemathesis.engine import Status, events
 from api.app import create_app
 from shared.config import Config
 from tests.api.helpers import API
+from tests.recorder import EnqueueRecorder
 
 MAX_EXAMPLES = int(os.environ.get("QBM_FUZZ_EXAMPLES", "200"))
 API_KEY = "fuzz-key-3c1d9e0a7b"
@@ -43,10 +44,10 @@ OFF = ("positive_data_acceptance", "allow_header_conformance", "missing_required
        "use_after_free", "ensure_resource_availability")
 
 
-def _seeded_app(config: Config, qdrant: Any, root: Path, enqueued: list[str]) -> Any:
+def _seeded_app(config: Config, qdrant: Any, root: Path, enqueued: EnqueueRecorder) -> Any:
     """The app with something to find: a collection with a snapshot, a default local backend, a job."""
     qdrant.create_collection("alpha", points=10, size_bytes=8 * 1024, shard_number=2)
-    app = create_app(config, enqueue=enqueued.append)
+    app = create_app(config, enqueue=enqueued)
     client = app.test_client()
     headers = {"X-API-Key": API_KEY}
     assert client.post(f"{API}/collections/alpha/snapshots", headers=headers).status_code == 200
@@ -124,7 +125,7 @@ def test_fuzzed_requests_get_no_5xx_and_documented_answers(redis_url, key_prefix
                                                            with_keys):
     root = tmp_path / "root"
     root.mkdir()
-    enqueued: list[str] = []
+    enqueued = EnqueueRecorder()
     config = Config(redis_url=redis_url, redis_url_explicit=True, qdrant_url=qdrant.url, key_prefix=key_prefix,
                     storage_roots=(root,), data_dir=root, secret_keys=(secret_key,),
                     api_keys=(API_KEY,) if with_keys else ())
