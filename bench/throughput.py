@@ -1,13 +1,14 @@
 """Backup and restore throughput of QBM against doing the same with plain tools, as ratios from one run.
 
-Run: ``.venv/bin/python bench/throughput.py [--size-mib 2048] [--rounds 2] [--backends local s3]
-[--storage-dir DIR]``
+Run: ``.venv/bin/python bench/throughput.py [--size-mib 2048] [--rounds 4] [--backends local s3]
+[--storage-dir DIR] [--no-warmup]``
 
 The Qdrant double serves a collection of ``--size-mib`` from this process; one ``qbm worker`` (1 process,
 1 thread) does the jobs; moto's S3 server runs in its own process. A round runs, per backend, QBM's backup and
 restore and the tools' backup and restore, one after the other (which goes first alternates between rounds,
 and each side deletes what it wrote before the other starts). Ratios are taken within a round, then the
-median over rounds is printed:
+median over rounds is printed. A first round per backend warms up and is not counted (on this VM, memory
+touched for the first time in a while is several times slower to fill, so the first copy of 2 GiB pays more):
 
 * backup, local: the job from creation to completion against ``curl -o`` of the same snapshot from the same
   double. The job also makes the snapshot on Qdrant and deletes it afterwards, so it is compared with the same
@@ -235,7 +236,9 @@ def report(rounds: list[dict[str, float]], size_mib: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=2048)
-    parser.add_argument("--rounds", type=int, default=2, help="even: each side goes first equally often")
+    parser.add_argument("--rounds", type=int, default=4, help="even: each side goes first equally often")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="skip the uncounted first round per backend")
     parser.add_argument("--backends", nargs="+", choices=["local", "s3"], default=["local", "s3"])
     parser.add_argument("--storage-dir", type=Path, default=None,
                         help="where backups and the tools' copies are written (default: /dev/shm if it has room, "
@@ -255,6 +258,9 @@ def main() -> None:
         if "s3" in args.backends:
             b.add_s3_storage("s3")
         b.start_worker(processes=1, threads=1)
+        for backend in args.backends if args.warmup else ():  # page cache, connections, first-touch memory
+            one_round(b, backend, qbm_first=True)
+            print(f"warm-up {backend} done (not counted)", flush=True)
         for i in range(args.rounds):
             fig: dict[str, float] = {}
             for backend in args.backends:

@@ -47,16 +47,17 @@ def _any_redis_server() -> str | None:
     return str(bundled) if bundled.exists() else None
 
 
-def sentinel_command() -> list[str]:
+def sentinel_command(conf: Path) -> list[str]:
     """Debian's redis-sentinel (.ci/run installs it); it is redis-server in sentinel mode, so a redis-server
-    binary run with --sentinel is the same program where the package is missing."""
+    binary run with --sentinel is the same program where the package is missing (the config file must come
+    first: redis-server reads only its first argument as one)."""
     sentinel = shutil.which("redis-sentinel")
     if sentinel:
-        return [sentinel]
+        return [sentinel, str(conf)]
     server = _any_redis_server()
     if not server:
         pytest.fail("neither redis-sentinel nor redis-server is installed (apt-get install redis-sentinel)")
-    return [server, "--sentinel"]
+    return [server, str(conf), "--sentinel"]
 
 
 def redis_server() -> str:
@@ -128,7 +129,7 @@ def sentinel_setup(tmp_path: Path) -> Iterator[tuple[dict[str, int], Servers]]:
             f"sentinel parallel-syncs {MASTER_NAME} 1",
             "",
         ]))
-        servers.start([*sentinel_command(), str(conf)], "sentinel")
+        servers.start(sentinel_command(conf), "sentinel")
         sentinel = redis.Redis(port=ports["sentinel"], socket_connect_timeout=0.5, decode_responses=True)
         wait_until(answers(ports["sentinel"]), timeout=10, what="the sentinel to start")
 

@@ -14,6 +14,7 @@ from shared.jobs import JobStore
 from shared.qdrant import QdrantClient
 from shared.storage_configs import StorageConfigStore
 from shared.submit import JobSubmitter
+from tests.recorder import EnqueueRecorder
 
 
 @pytest.fixture
@@ -27,8 +28,8 @@ def job_store(redis_client, key_prefix) -> JobStore:
 
 
 @pytest.fixture
-def handed_over() -> list[str]:
-    return []
+def handed_over() -> EnqueueRecorder:
+    return EnqueueRecorder()
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def firing(redis_client, key_prefix, schedules, job_store, handed_over, tmp_path
     storages.create({"name": "disk", "type": "local", "path": str(root), "is_default": True})
     return Firing(
         schedules=schedules,
-        submitter=JobSubmitter(job_store, storages, handed_over.append),
+        submitter=JobSubmitter(job_store, storages, handed_over),
         qdrant=QdrantClient("http://127.0.0.1:9", retries=0),  # these schedules name their collections
         grace=timedelta(hours=1),
         holder="test",
