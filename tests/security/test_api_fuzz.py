@@ -44,6 +44,13 @@ OFF = ("positive_data_acceptance", "allow_header_conformance", "missing_required
        "use_after_free", "ensure_resource_availability")
 
 
+def unreachable(response: Any) -> bool:
+    """A documented 503: a dependency (a storage backend, Qdrant) that cannot be reached, said so in the body.
+    Any other 5xx (a 500 above all) is still a failure."""
+    body = (response.content or b"").decode("utf-8", "replace")
+    return response.status_code == 503 and ("cannot connect" in body or "unreachable" in body)
+
+
 def _seeded_app(config: Config, qdrant: Any, root: Path, enqueued: EnqueueRecorder) -> Any:
     """The app with something to find: a collection with a snapshot, a default local backend, a job."""
     qdrant.create_collection("alpha", points=10, size_bytes=8 * 1024, shard_number=2)
@@ -90,6 +97,8 @@ def _run(app: Any, *, with_keys: bool) -> tuple[list[str], Counter[str], int]:
                     interaction = event.recorder.interactions.get(case_id)
                     request = interaction.request if interaction else None
                     response = interaction.response if interaction else None
+                    if check.name == "not_a_server_error" and response is not None and unreachable(response):
+                        continue  # the fuzzer saved an S3 backend at a made-up host: 503 is the right answer
                     failure = check.failure_info.failure if check.failure_info else ""
                     sent = (f"{request.method} {request.uri} body={(request.body or b'')[:300]!r}"
                             if request is not None else "(no request recorded)")
