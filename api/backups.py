@@ -44,7 +44,7 @@ def _open(storage_id: str | None, *, field: str | None) -> tuple[str, Storage]:
     svc = services()
     try:
         if storage_id is None:
-            storage_id = svc.submitter.resolve_storage(None)
+            storage_id = svc.submitter.default_storage()
         if not storage_id_format_ok(storage_id):
             raise StorageConfigNotFound(storage_id[:80])
         cfg = svc.storage_configs.get(storage_id, with_secret=True)

@@ -48,14 +48,7 @@ def main() -> None:
                 real = job["metadata"]["size"] / MiB
                 rows.append((kind, size, real, seconds, rss.worker_peak() / MiB, idle.worker_peak() / MiB))
                 print(f"{kind} {size} MiB done", flush=True)
-                if kind == "s3":  # free moto's memory
-                    client = b.moto.client()  # type: ignore[union-attr]
-                    for obj in client.list_objects("bench", recursive=True):
-                        client.remove_object("bench", obj.object_name)
-                else:
-                    for path in (b.root / kind).rglob("*"):
-                        if path.is_file():
-                            path.unlink()
+                b.empty_storage(kind)
 
     print(f"\n{'storage':>7} {'size MiB':>9} {'seconds':>8} {'MiB/s':>7} {'worker process RSS MiB: idle':>29} "
           f"{'peak':>6}")

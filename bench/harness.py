@@ -176,6 +176,19 @@ class Bench:
         self.storage_ids[name] = resp.get_json()["result"]["id"]
         return self.storage_ids[name]
 
+    def empty_storage(self, name: str) -> None:
+        """Delete every backup a run stored in backend ``name`` (from :meth:`add_local_storage` or
+        :meth:`add_s3_storage`), so the next run starts with the same free memory and moto holds nothing."""
+        if name == "s3":
+            assert self.moto is not None
+            client = self.moto.client()
+            for obj in client.list_objects(S3_BUCKET, recursive=True):
+                client.remove_object(S3_BUCKET, obj.object_name)
+            return
+        for path in (self.root / name).rglob("*"):
+            if path.is_file():
+                path.unlink()
+
     # -- workers ----------------------------------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import S3_BUCKET, MiB, bench, default_storage_dir, machine  # noqa: E402
+from bench.harness import MiB, bench, default_storage_dir, machine  # noqa: E402
 
 
 def main() -> None:
@@ -51,14 +51,7 @@ def main() -> None:
             b.stop_workers()
             results.append((processes, wall))
             print(f"{processes} process(es): {wall:.2f} s", flush=True)
-            if args.storage == "local":
-                for path in (b.root / "local").rglob("*"):
-                    if path.is_file():
-                        path.unlink()
-            else:
-                client = b.moto.client()  # type: ignore[union-attr]
-                for obj in client.list_objects(S3_BUCKET, recursive=True):
-                    client.remove_object(S3_BUCKET, obj.object_name)
+            b.empty_storage(args.storage)
 
     total = args.jobs * args.size_mib
     base = results[0][1]

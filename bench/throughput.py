@@ -172,14 +172,7 @@ def qbm_cycle(b: Bench, backend: str, fig: dict[str, float]) -> None:
     fig[f"{backend} backup: QBM transfer step"] = qbm["transfer"]
     fig[f"{backend} restore: QBM job"] = qbm_restore(b, backend, qbm["backup_id"], "tp_qbm")["job"]
     b.double.drop_collection("tp_qbm")  # type: ignore[union-attr]
-    if backend == "local":
-        for path in (b.root / "local").rglob("*"):
-            if path.is_file():
-                path.unlink()
-    else:
-        client = b.moto.client()  # type: ignore[union-attr]
-        for obj in client.list_objects(S3_BUCKET, recursive=True):
-            client.remove_object(S3_BUCKET, obj.object_name)
+    b.empty_storage(backend)
 
 
 def one_round(b: Bench, backend: str, qbm_first: bool) -> dict[str, float]:

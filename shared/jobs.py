@@ -162,21 +162,21 @@ _PUBLIC_LUA = _lua_list(PUBLIC_FIELDS)
 
 # Creating a job, in one round trip (POST /jobs is the hottest write; see bench/RESULTS.md, job creation).
 # KEYS: job hash, the four indexes, the named storage config, the default storage pointer.
-# ARGV: score, id, metadata JSON, mode, then the hash's other field/value pairs. Mode 'none': store as is;
-# 'given': the storage config must exist; 'default': the default's id is spliced in where the metadata JSON
-# has "\u0000" (ARGV[3] starts with {"storage_id":"\u0000"). Returns {'ok', storage id}, {'no_default'} or
-# {'no_storage'}; nothing is written unless it is 'ok'.
+# ARGV: score, id, metadata JSON before and after the storage id, mode, then the hash's other field/value pairs.
+# Mode 'none': store ARGV[3] as is; 'given': the storage config must exist; 'default': the default's id,
+# JSON-encoded, goes between ARGV[3] and ARGV[4]. Returns {'ok', storage id}, {'no_default'} or {'no_storage'};
+# nothing is written unless it is 'ok'.
 _CREATE_LUA = """
-local metadata, mode, sid = ARGV[3], ARGV[4], ''
+local metadata, mode, sid = ARGV[3], ARGV[5], ''
 if mode == 'default' then
   sid = redis.call('GET', KEYS[7])
   if not sid then return {'no_default'} end
-  metadata = '{"storage_id":' .. cjson.encode(sid) .. string.sub(metadata, 23)
+  metadata = ARGV[3] .. cjson.encode(sid) .. ARGV[4]
 elseif mode == 'given' and redis.call('EXISTS', KEYS[6]) == 0 then
   return {'no_storage'}
 end
 local fields = {'metadata', metadata}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 for i = 2, 5 do redis.call('ZADD', KEYS[i], ARGV[1], ARGV[2]) end
 return {'ok', sid}
@@ -357,10 +357,11 @@ class JobStore:
         mode, config_key = "none", ""
         if storage is not None and given is None:
             mode = "default"
-            metadata = {"storage_id": "\0", **metadata}  # first, so the script finds the placeholder at once
+            metadata = {"storage_id": "\0", **metadata}  # first key: the placeholder is the first "\u0000"
         elif storage is not None:
             mode, config_key = "given", f"{storage.config_prefix}{given}"
         metadata_json = _dump_json(metadata, "metadata")
+        before, _, after = metadata_json.partition('"\\u0000"') if mode == "default" else (metadata_json, "", "")
 
         micros = _next_micros()
         job_id = _new_id(micros)
@@ -380,7 +381,7 @@ class JobStore:
         keys = [self._key(job_id), self._index(None, None), self._index("pending", None), self._index(None, type),
                 self._index("pending", type), config_key or self._key(job_id),
                 storage.default_key if storage is not None else self._key(job_id)]
-        outcome = self._create(keys=keys, args=[micros, job_id, metadata_json, mode,
+        outcome = self._create(keys=keys, args=[micros, job_id, before, after, mode,
                                                 *(item for pair in fields.items() for item in pair)])
         status = _text(outcome[0])
         if status == "no_default":
@@ -389,7 +390,8 @@ class JobStore:
             raise StorageMissing(str(given))
         if mode == "default":
             metadata["storage_id"] = _text(outcome[1])
-        fields["metadata"] = _dump_json(metadata, "metadata")
+            metadata_json = _dump_json(metadata, "metadata")
+        fields["metadata"] = metadata_json
         return _public([fields.get(f) for f in PUBLIC_FIELDS]) or {}
 
     def get(self, job_id: str) -> dict:

@@ -265,15 +265,12 @@ class StorageConfigStore:
 
     def default_id(self) -> str | None:
         """The default config's id, or None: one GET (``delete()`` clears the pointer with the config, in one
-        script, so a pointer never outlives its config). For the job submission path, which needs no more."""
+        script, so a pointer never outlives its config)."""
         return _text(self._redis.get(self._default_key))
 
     def job_ref(self) -> StorageRef:
         """Where ``JobStore.create`` checks a new job's backend (or finds the default) as it stores the job."""
-        return StorageRef(config_prefix=f"{self._prefix}storage:", default_key=self._default_key)
-
-    def exists(self, storage_id: str) -> bool:
-        return bool(self._redis.exists(self._key(storage_id)))
+        return StorageRef(config_prefix=self._key(""), default_key=self._default_key)
 
     def get_default(self, *, with_secret: bool = False) -> dict | None:
         """The default config, or None when none is marked default."""

@@ -18,7 +18,7 @@ import marshmallow as ma
 
 from shared.job_requests import JobCreateSchema
 from shared.jobs import JobNotFound, JobStore, StorageMissing, TransitionError
-from shared.storage_configs import StorageConfigNotFound, StorageConfigStore
+from shared.storage_configs import StorageConfigStore
 
 log = logging.getLogger("qbm.submit")
 
@@ -77,6 +77,13 @@ def load_job_request(body: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidJobRequest(field, text) from None
 
 
+def _storage_missing(storage_id: object) -> InvalidJobRequest:
+    """The refusal of a job whose backend does not exist (``storage_id``) or, with none named, has no default."""
+    if storage_id is None:
+        return InvalidJobRequest("metadata.storage_id", "not given and no default storage backend is configured")
+    return InvalidJobRequest("metadata.storage_id", f"storage backend {str(storage_id)[:80]} does not exist")
+
+
 def storage_id_format_ok(value: object) -> bool:
     return isinstance(value, str) and bool(_STORAGE_ID_RE.fullmatch(value))
 
@@ -89,23 +96,13 @@ class JobSubmitter:
     storage_configs: StorageConfigStore
     enqueue: Enqueue
 
-    def resolve_storage(self, storage_id: str | None) -> str:
-        """The backend a job will use: ``storage_id`` if it exists, else the default. InvalidJobRequest
-        (naming ``metadata.storage_id``) when neither works."""
-        # Job creation does this check inside its own Redis call (JobStore.create); this is for other callers.
-        if storage_id is None:
-            default_id = self.storage_configs.default_id()
-            if default_id is None:
-                raise InvalidJobRequest("metadata.storage_id",
-                                        "not given and no default storage backend is configured")
-            return default_id
-        try:
-            if not storage_id_format_ok(storage_id) or not self.storage_configs.exists(storage_id):
-                raise StorageConfigNotFound(str(storage_id)[:80])
-        except StorageConfigNotFound:
-            raise InvalidJobRequest("metadata.storage_id", f"storage backend {storage_id} does not exist"
-                                    ) from None
-        return storage_id
+    def default_storage(self) -> str:
+        """The default backend's id; InvalidJobRequest (naming ``metadata.storage_id``) when none is set.
+        (Job creation looks the default up inside its own Redis call: ``JobStore.create``.)"""
+        default_id = self.storage_configs.default_id()
+        if default_id is None:
+            raise _storage_missing(None)
+        return default_id
 
     def submit(self, body: Mapping[str, Any], *, validated: bool = False) -> dict[str, Any]:
         """Validate (unless the caller already loaded ``body`` with the same schema), store, hand over.
@@ -117,7 +114,7 @@ class JobSubmitter:
         metadata = dict(data.get("metadata") or {})
         storage_id = metadata.get("storage_id")
         if storage_id is not None and not storage_id_format_ok(storage_id):
-            raise InvalidJobRequest("metadata.storage_id", f"storage backend {str(storage_id)[:80]} does not exist")
+            raise _storage_missing(storage_id)
         try:
             # The storage check (or the default's lookup) happens in the same Redis call that stores the job.
             job = self.jobs.create(
@@ -129,10 +126,7 @@ class JobSubmitter:
                 storage=self.storage_configs.job_ref(),
             )
         except StorageMissing as exc:
-            if exc.storage_id is None:
-                raise InvalidJobRequest("metadata.storage_id",
-                                        "not given and no default storage backend is configured") from None
-            raise InvalidJobRequest("metadata.storage_id", f"storage backend {storage_id} does not exist") from None
+            raise _storage_missing(exc.storage_id) from None
         self.hand_over(job["id"], new_job_type=job["type"])
         return job
 
