@@ -8,9 +8,12 @@ after round in alternating order, copies it to /dev/shm (RAM, so the disk's nois
 * ``curl -o``: the baseline of throughput goal 1.
 * ``requests, no hash``: plain ``requests`` streaming with 4 MiB reads and ``os.write``: the ceiling for
   Python without verification.
-* ``QBM, N MiB chunks``: what the backup's transfer step runs -- :meth:`QdrantClient.download_snapshot` into
-  :meth:`LocalStorage.write` (sha256 on a helper thread, temp file, fsync, rename), checked against Qdrant's
-  checksum -- once per ``--chunks-mib`` (1 MiB was the chunk size before the tuning, 4 MiB after).
+* ``QBM, readinto``: what the backup's transfer step runs -- :meth:`QdrantClient.download_snapshot` into
+  :meth:`LocalStorage.write` (read into reused buffers, sha256 on a helper thread, temp file, fsync, rename),
+  checked against Qdrant's checksum.
+* ``QBM, N MiB chunks``: the same, but the download iterated as ``bytes`` chunks (the path before the
+  ``readinto`` change), once per ``--chunks-mib`` (1 MiB was the chunk size before the first tuning, 4 MiB
+  after).
 
 Each figure is the median of its rounds; ratios (curl s / way s) are taken within each round, then the median.
 This machine's memory is slow to touch the first time after it was freed (a VM balloon), which makes single
@@ -87,14 +90,14 @@ def main() -> None:
                     os.close(fd)
             (out / "plain").unlink()
 
-        def qbm(chunk_mib: int) -> None:
-            with qdrant.download_snapshot("c", snap["name"], chunk_size=chunk_mib * MiB) as download:
-                result = storage.write("c/b/full.snapshot", download)
+        def qbm(chunk_mib: int | None) -> None:
+            with qdrant.download_snapshot("c", snap["name"], chunk_size=(chunk_mib or 4) * MiB) as download:
+                result = storage.write("c/b/full.snapshot", download if chunk_mib is None else iter(download))
             if result.sha256 != snap["checksum"]:
                 raise RuntimeError(f"sha256 mismatch: {result.sha256} != {snap['checksum']}")
             storage.delete("c/b/full.snapshot")
 
-        ways = {"curl -o": curl, "requests, no hash": plain,
+        ways = {"curl -o": curl, "requests, no hash": plain, "QBM, readinto": lambda: qbm(None),
                 **{f"QBM, {n} MiB chunks": (lambda n=n: qbm(n)) for n in args.chunks_mib}}
         for way in ways.values():  # warm-up: page cache of the snapshot, connections, first-touch memory
             way()

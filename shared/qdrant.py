@@ -23,6 +23,7 @@ Wire details this client deals with (see SNAPSHOT_API.md):
 
 from __future__ import annotations
 
+import http.client
 import json as jsonlib
 import secrets
 from collections.abc import Iterable, Iterator
@@ -30,6 +31,7 @@ from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -77,30 +79,36 @@ class QdrantStreamError(QdrantError):
 
 
 class SnapshotDownload:
-    """An open snapshot download. Iterate once to get ``bytes`` chunks of at most ``chunk_size``.
+    """An open snapshot download: read it with :meth:`readinto` (into the caller's buffer, no allocation per
+    chunk: what storage writes use), or iterate it once for ``bytes`` chunks of at most ``chunk_size``.
 
     ``size`` is the Content-Length (None when Qdrant streams without one, e.g. S3-backed snapshots).
     A body that ends early, or a connection that drops or stalls mid-way, raises
-    :class:`QdrantStreamError` from the iteration, never a silently truncated result. Close it (or use
-    it as a context manager) if you stop early, so the connection is released.
+    :class:`QdrantStreamError`, never a silently truncated result. Close it (or use it as a context manager)
+    if you stop early, so the connection is released.
     """
 
     def __init__(self, response: requests.Response, chunk_size: int, what: str) -> None:
         self._response = response
         self._chunk_size = chunk_size
         self._what = what
-        self._started = False
+        self._mode: str | None = None  # "iter" or "readinto": one way of reading per download
         self.bytes_read = 0
         length = response.headers.get("Content-Length")
-        encoding = response.headers.get("Content-Encoding", "identity").lower()
+        self._encoding = response.headers.get("Content-Encoding", "identity").lower()
         # With a content-coding the decoded length differs from Content-Length; then we cannot check it.
-        known = length is not None and length.isdigit() and encoding == "identity"
+        known = length is not None and length.isdigit() and self._encoding == "identity"
         self.size: int | None = int(length) if known else None
 
-    def __iter__(self) -> Iterator[bytes]:
-        if self._started:
+    def _start(self, mode: str) -> None:
+        if self._mode is not None and self._mode != mode:
+            raise RuntimeError("a SnapshotDownload is read either by iterating or with readinto(), not both")
+        if mode == "iter" and self._mode == "iter":
             raise RuntimeError("a SnapshotDownload can be iterated only once")
-        self._started = True
+        self._mode = mode
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._start("iter")
         return self._chunks()
 
     def _chunks(self) -> Iterator[bytes]:
@@ -109,15 +117,47 @@ class SnapshotDownload:
                 if chunk:
                     self.bytes_read += len(chunk)
                     yield chunk
-            if self.size is not None and self.bytes_read != self.size:
-                raise QdrantStreamError(
-                    f"download of {self._what} ended after {self.bytes_read} of {self.size} bytes")
-        except (requests.RequestException, OSError) as exc:
-            raise QdrantStreamError(
-                f"download of {self._what} broke off after {self.bytes_read}"
-                f"{'' if self.size is None else f' of {self.size}'} bytes: {_short(exc)}") from exc
+            self._check_complete()
+        except (requests.RequestException, OSError, http.client.HTTPException) as exc:
+            raise self._broke_off(exc) from exc
         finally:
             self.close()
+
+    def readinto(self, buffer: memoryview | bytearray, /) -> int:
+        """Fill ``buffer`` from the body (fully, except at the end); the byte count, 0 once the body is done.
+
+        The bytes go from the socket straight into ``buffer`` through the standard library's
+        ``http.client`` response under urllib3 (urllib3's own ``readinto`` reads into a fresh ``bytes`` and
+        copies). Only where Qdrant compressed the body (``Content-Encoding``) is urllib3's decoding read used.
+        """
+        self._start("readinto")
+        try:
+            raw = _undecoded_stream(self._response) if self._encoding == "identity" else None
+            if raw is not None:
+                count = raw.readinto(buffer)
+            else:
+                data = self._response.raw.read(len(buffer), decode_content=True)
+                count = len(data)
+                buffer[:count] = data
+            if count:
+                self.bytes_read += count
+            else:
+                self._check_complete()
+                self.close()
+            return count
+        except (requests.RequestException, OSError, http.client.HTTPException,
+                urllib3.exceptions.HTTPError) as exc:
+            self.close()
+            raise self._broke_off(exc) from exc
+
+    def _check_complete(self) -> None:
+        if self.size is not None and self.bytes_read != self.size:
+            raise QdrantStreamError(f"download of {self._what} ended after {self.bytes_read} of {self.size} bytes")
+
+    def _broke_off(self, exc: BaseException) -> QdrantStreamError:
+        return QdrantStreamError(
+            f"download of {self._what} broke off after {self.bytes_read}"
+            f"{'' if self.size is None else f' of {self.size}'} bytes: {_short(exc)}")
 
     def close(self) -> None:
         self._response.close()
@@ -127,6 +167,16 @@ class SnapshotDownload:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _undecoded_stream(response: requests.Response) -> http.client.HTTPResponse | None:
+    """The ``http.client`` response under urllib3's (``raw._fp``, the same since urllib3 1.x), when nothing was
+    read through urllib3 yet; else None (then urllib3's own read is used: slower, same bytes)."""
+    raw = response.raw
+    fp = getattr(raw, "_fp", None)
+    if not isinstance(fp, http.client.HTTPResponse) or getattr(raw, "_fp_bytes_read", 1):
+        return None
+    return fp
 
 
 class _MultipartBody:
@@ -353,7 +403,9 @@ class QdrantClient:
     def _download(self, path: str, chunk_size: int, what: str) -> SnapshotDownload:
         if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
-        return SnapshotDownload(self._request("GET", path, stream=True), chunk_size, what)
+        # identity: a snapshot is sent as stored (Content-Length checkable, no compressing of gigabytes on the node)
+        resp = self._request("GET", path, stream=True, headers={"Accept-Encoding": "identity"})
+        return SnapshotDownload(resp, chunk_size, what)
 
     def _request(self, method: str, path: str, *, params: dict[str, str] | None = None,
                  json: Any = None, data: Iterable[bytes] | None = None, headers: dict[str, str] | None = None,

@@ -6,7 +6,8 @@ server (a thread) keeps every uploaded byte in memory and would hide whether *we
     python -m tests.storage_roundtrip '{"backend": {...}, "key": "...", "mib": 200, "tail": 12345}'
 
 prints one JSON line: size, sha256 computed independently while generating, the WriteResult, the sha256 of
-what iter_chunks read back, and RSS figures in MiB.
+what iter_chunks read back, and RSS figures in MiB. With ``"max_read": N`` the chunks are handed over as a
+readable source (the way a snapshot download is) that gives at most N bytes per read.
 """
 
 from __future__ import annotations
@@ -40,6 +41,27 @@ def generate(mib: int, tail: int, digest: hashlib._Hash) -> Iterator[bytes]:
         yield chunk
 
 
+class ChunkReader:
+    """A :class:`shared.storage.base.Readable` over chunks, giving at most ``max_read`` bytes per call (a short
+    read, as a socket may): a backend must take any count, and must not keep a chunk past the next read."""
+
+    def __init__(self, chunks: Iterator[bytes], max_read: int) -> None:
+        self._chunks = chunks
+        self._max_read = max_read
+        self._rest = memoryview(b"")
+
+    def readinto(self, buffer: memoryview) -> int:
+        while not self._rest:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._rest = memoryview(chunk)
+        count = min(len(buffer), len(self._rest), self._max_read)
+        buffer[:count] = self._rest[:count]
+        self._rest = self._rest[count:]
+        return count
+
+
 def main(spec: dict) -> dict:
     from shared.storage import LocalStorage, S3Storage
 
@@ -52,8 +74,10 @@ def main(spec: dict) -> dict:
     baseline = _maxrss_mib()
     expected = hashlib.sha256()
     progress: list[int] = []
-    result = storage.write(spec["key"], generate(spec["mib"], spec["tail"], expected),
-                           on_progress=progress.append)
+    source = generate(spec["mib"], spec["tail"], expected)
+    if spec.get("max_read"):
+        source = ChunkReader(source, spec["max_read"])
+    result = storage.write(spec["key"], source, on_progress=progress.append)
     after_write = _maxrss_mib()
     readback = hashlib.sha256()
     read_size = 0

@@ -22,7 +22,7 @@ from shared.storage import (
     check_local_path,
     from_config,
 )
-from tests.storage_roundtrip import run_in_child
+from tests.storage_roundtrip import ChunkReader, generate, run_in_child
 
 MiB = 1024 * 1024
 
@@ -61,9 +61,11 @@ def chunks(n: int, size: int = MiB):
 # -- streaming round trip ------------------------------------------------------------------------------------
 
 
-def test_200_mib_round_trip_keeps_sha256_and_memory_bounded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("max_read", [None, 4 * MiB], ids=["chunks", "readable"])
+def test_200_mib_round_trip_keeps_sha256_and_memory_bounded(tmp_path: Path, max_read: int | None) -> None:
     report = run_in_child({"backend": {"type": "local", "root": str(tmp_path / "store")},
-                           "key": "coll/2026-11-24T02:15:00Z/full.snapshot", "mib": 200, "tail": 12345})
+                           "key": "coll/2026-11-24T02:15:00Z/full.snapshot", "mib": 200, "tail": 12345,
+                           "max_read": max_read})
 
     assert report["written_size"] == report["expected_size"] == 200 * MiB + 12345
     assert report["written_sha256"] == report["expected_sha256"]
@@ -73,6 +75,20 @@ def test_200_mib_round_trip_keeps_sha256_and_memory_bounded(tmp_path: Path) -> N
     # 200 MiB went through; the process grew by far less than that.
     assert report["peak_rss_mib"] - report["baseline_rss_mib"] < 64, report
     assert (tmp_path / "store/coll/2026-11-24T02:15:00Z/full.snapshot").stat().st_size == 200 * MiB + 12345
+
+
+def test_readable_source_with_short_reads(store: LocalStorage, root: Path) -> None:
+    """A readable source (a download) is read into a few reused buffers; reads of any length, hashed on a
+    helper thread while the next is read, still give exactly the source's bytes and their sha256."""
+    expected = hashlib.sha256()
+    source = ChunkReader(generate(20, 4321, expected), max_read=700_001)
+    progress: list[int] = []
+
+    result = store.write("a/b.bin", source, on_progress=progress.append)
+
+    data = (root / "a/b.bin").read_bytes()
+    assert result.size == len(data) == progress[-1] == 20 * MiB + 4321
+    assert result.sha256 == expected.hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 def test_write_reports_size_sha256_and_progress(store: LocalStorage, root: Path) -> None:

@@ -28,7 +28,7 @@ from shared.storage import (
     StorageUnavailable,
     from_config,
 )
-from tests.storage_roundtrip import run_in_child
+from tests.storage_roundtrip import ChunkReader, generate, run_in_child
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's minimum part size: makes "more than one part was uploaded" cheap to reach
@@ -100,6 +100,18 @@ def test_200_mib_round_trip_keeps_sha256_and_memory_bounded(s3_server, s3_bucket
     assert head["ETag"].strip('"').endswith("-13")  # a multipart upload: 13 parts of 16 MiB
     assert incomplete_uploads(admin, s3_bucket) == []
     admin.delete_object(Bucket=s3_bucket, Key="coll/2026-11-24T02:15:00Z/full.snapshot")  # frees moto's RAM
+
+
+def test_readable_source_with_short_reads(store: S3Storage, admin, s3_bucket) -> None:
+    """Parts are packed from reused read buffers: a 5 MiB first part spans eight short reads, more than there
+    are buffers, so a part that kept a chunk instead of copying it would hold overwritten bytes."""
+    expected = hashlib.sha256()
+    result = store.write("a/b.bin", ChunkReader(generate(12, 4321, expected), max_read=700_001))
+
+    data = store.read_bytes("a/b.bin", max_size=20 * MiB)
+    assert result.size == len(data) == 12 * MiB + 4321
+    assert result.sha256 == expected.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert admin.head_object(Bucket=s3_bucket, Key="a/b.bin")["ETag"].strip('"').endswith("-3")  # 5+5+2 MiB
 
 
 def test_small_objects_and_progress(store: S3Storage, admin, s3_bucket) -> None:

@@ -8,10 +8,18 @@ Two properties matter more than speed here:
 * Crash safety. A backup that looks complete but is truncated is worse than no backup. Writes go to a temp
   file in the target directory, are fsynced, renamed into place and the directory is fsynced; temp files are
   never listed and are removed on any failure or cancellation.
+
+And two courtesies to the machine, both hints the kernel may ignore (correctness rests on the fsync alone):
+writeback of each ``WRITEBACK_WINDOW`` starts as soon as it is written (``sync_file_range``, as PostgreSQL's
+``*_flush_after`` settings do), so the disk works while the rest arrives instead of all of it waiting for the
+final fsync (2 GiB to this machine's disk: 3.4 s -> 2.8 s); and once a backup is on disk its pages are
+dropped from the page cache (``POSIX_FADV_DONTNEED``), so gigabytes of backup do not push out the cache of the
+Qdrant running beside it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import secrets
@@ -28,6 +36,7 @@ from .base import (
     ObjectInfo,
     ObjectNotFound,
     PermissionDenied,
+    Readable,
     Storage,
     StorageError,
     WriteResult,
@@ -83,8 +92,9 @@ class LocalStorage(Storage):
 
     # -- writing ---------------------------------------------------------------------------------------------
 
-    def write(self, key: str, chunks: Iterable[bytes], *, on_progress: Callable[[int], None] | None = None,
-              should_continue: Callable[[], bool] | None = None, size_hint: int | None = None) -> WriteResult:
+    def write(self, key: str, chunks: Iterable[bytes] | Readable, *,
+              on_progress: Callable[[int], None] | None = None, should_continue: Callable[[], bool] | None = None,
+              size_hint: int | None = None) -> WriteResult:
         path = self._path(key)
         feed = ChunkFeed(chunks, key, on_progress=on_progress, should_continue=should_continue)
         fd, tmp = self._create_temp(key, path)
@@ -92,12 +102,15 @@ class LocalStorage(Storage):
             try:
                 # Only our own file operations are mapped to StorageError: an OSError raised by the chunk
                 # iterator (requests' ConnectionError is one) belongs to the source and propagates unchanged.
+                writeback = _Writeback(fd)
                 while (chunk := feed.next_chunk()) is not None:
                     _write_all(fd, chunk, path)
+                    writeback.wrote(len(chunk))
                 try:
                     os.fsync(fd)
                 except OSError as exc:
                     raise _os_error(exc, "writing", path) from exc
+                _drop_cached(fd)
             finally:
                 try:
                     os.close(fd)
@@ -317,7 +330,7 @@ def _first_non_directory(directory: Path) -> Path:
     return directory
 
 
-def _write_all(fd: int, chunk: bytes, path: Path) -> None:
+def _write_all(fd: int, chunk: bytes | memoryview, path: Path) -> None:
     view = memoryview(chunk)
     while view:
         try:
@@ -325,6 +338,53 @@ def _write_all(fd: int, chunk: bytes, path: Path) -> None:
         except OSError as exc:
             raise _os_error(exc, "writing", path) from exc
         view = view[written:]
+
+
+#: Writeback of a file being written is started every this many bytes (see the module docstring).
+WRITEBACK_WINDOW = 32 * 1024 * 1024
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's ``sync_file_range`` (Linux; the os module has no binding), or None where there is none."""
+    try:
+        func = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+_start_range_writeback = _sync_file_range()
+
+
+class _Writeback:
+    """Starts writeback of every ``WRITEBACK_WINDOW`` written to ``fd``; gives up quietly where unsupported."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._written = 0
+        self._started = 0
+        self._enabled = _start_range_writeback is not None
+
+    def wrote(self, count: int) -> None:
+        self._written += count
+        if not self._enabled or self._written - self._started < WRITEBACK_WINDOW:
+            return
+        assert _start_range_writeback is not None
+        if _start_range_writeback(self._fd, self._started, self._written - self._started,
+                                  _SYNC_FILE_RANGE_WRITE) != 0:
+            self._enabled = False  # e.g. a file system without it; write errors still surface at fsync
+        self._started = self._written
+
+
+def _drop_cached(fd: int) -> None:
+    """Ask the kernel to drop the (now clean) cached pages of ``fd``; a hint, ignored where unsupported."""
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except (OSError, AttributeError):
+        pass
 
 
 def _remove_quietly(path: Path) -> None:

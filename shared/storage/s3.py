@@ -45,6 +45,7 @@ from .base import (
     ObjectInfo,
     ObjectNotFound,
     PermissionDenied,
+    Readable,
     Storage,
     StorageError,
     StorageUnavailable,
@@ -111,8 +112,9 @@ class S3Storage(Storage):
 
     # -- writing ---------------------------------------------------------------------------------------------
 
-    def write(self, key: str, chunks: Iterable[bytes], *, on_progress: Callable[[int], None] | None = None,
-              should_continue: Callable[[], bool] | None = None, size_hint: int | None = None) -> WriteResult:
+    def write(self, key: str, chunks: Iterable[bytes] | Readable, *,
+              on_progress: Callable[[int], None] | None = None, should_continue: Callable[[], bool] | None = None,
+              size_hint: int | None = None) -> WriteResult:
         """See :meth:`Storage.write`. ``on_progress`` counts bytes taken from ``chunks``; those run at most
         ``parallel_parts + 1`` parts ahead of what the server has acknowledged. ``size_hint`` (the expected
         size, if known) only chooses the part size: large enough for the object to fit in 10,000 parts."""
@@ -138,7 +140,7 @@ class S3Storage(Storage):
             return self.part_size
         return max(self.part_size, math.ceil(size / (MAX_PARTS - 1000) / MiB) * MiB)
 
-    def _write_parts(self, key: str, first: bytes, parts: _PartReader) -> None:
+    def _write_parts(self, key: str, first: bytearray, parts: _PartReader) -> None:
         """Multipart upload: ``parallel_parts`` parts upload on our executor while the next is being filled."""
         try:
             upload_id = self._client._create_multipart_upload(self.bucket, key,
@@ -364,7 +366,7 @@ class _PartReader:
     From the second part on, each part is one ``bytearray`` of ``part_size`` the chunks are copied into as they
     arrive: one copy per byte, no growing, joining or re-slicing, so a part costs its size and no more; the
     buffer of a part already sent is refilled rather than a new one allocated (no allocator churn: peak RSS
-    stays the same whatever the object's size). The first part is joined from its chunks instead, so a small
+    stays the same whatever the object's size). The first part grows as its chunks arrive instead, so a small
     object (a manifest) allocates only what it holds.
     Remembers the exception the feed raised (cancellation, or the source failing) so ``write`` can tell it
     apart from S3 errors and re-raise it unchanged.
@@ -400,8 +402,12 @@ class _PartReader:
             room -= len(chunk)
             yield chunk
 
-    def first_part(self) -> bytes:
-        return b"".join(self._pieces())
+    def first_part(self) -> bytearray:
+        # Copied piece by piece: a chunk is only valid until the feed is asked for the next (reused buffers).
+        part = bytearray()
+        for piece in self._pieces():
+            part += piece
+        return part
 
     def next_part(self, buffer: bytearray | None = None) -> bytearray | None:
         """The next part (in ``buffer`` when given), or None when the feed is exhausted."""
