@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,12 @@ print(json.dumps({"url": double.url, "name": snap["name"], "checksum": snap["che
 sys.stdin.read()  # serve until the bench closes our stdin
 double.stop()
 """
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (every thread) plus its finished children (curl)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:
@@ -102,11 +109,13 @@ def main() -> None:
         for way in ways.values():  # warm-up: page cache of the snapshot, connections, first-touch memory
             way()
         seconds: dict[str, list[float]] = {name: [] for name in ways}
+        cpu: dict[str, list[float]] = {name: [] for name in ways}
         for i in range(args.rounds):
             for name in (list(ways) if i % 2 == 0 else list(reversed(ways))):
-                started = time.perf_counter()
+                started, cpu_before = time.perf_counter(), cpu_seconds()
                 ways[name]()
                 seconds[name].append(time.perf_counter() - started)
+                cpu[name].append(cpu_seconds() - cpu_before)
     finally:
         if double.stdin is not None:
             double.stdin.close()
@@ -116,10 +125,12 @@ def main() -> None:
 
     size = snap["size"] / MiB
     print(f"\n{size:.0f} MiB snapshot to /dev/shm, {args.rounds} rounds: median s, MiB/s, ratio curl s / way s "
-          "(median of per-round ratios) [each round's seconds]")
+          "(median of per-round ratios), median CPU s of the copying side (all its threads, or curl) "
+          "[each round's seconds]")
     for name, values in seconds.items():
         ratios = [c / v for c, v in zip(seconds["curl -o"], values, strict=True)]
         print(f"  {name:<20} {median(values):6.2f} s {size / median(values):7.0f} MiB/s  {median(ratios):5.2f}x  "
+              f"cpu {median(cpu[name]):5.2f} s  "
               f"[{' '.join(f'{v:.2f}' for v in values)}]")
     hashed = hashlib.sha256()
     block = os.urandom(16 * MiB)
