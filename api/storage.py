@@ -192,7 +192,8 @@ def update_storage(body: dict, id: str) -> dict:  # noqa: A002
 def delete_storage(id: str) -> bool:  # noqa: A002
     """Delete a storage backend
 
-    Refused with 409 while a pending or running job uses it. Backups already written stay where they are.
+    Refused with 409 while a pending or running job or a schedule uses it (its backups would all fail).
+    Backups already written stay where they are.
     """
     svc = services()
     svc.storage_configs.get(storage_id_or_404(id))  # 404 before 409
@@ -200,5 +201,11 @@ def delete_storage(id: str) -> bool:  # noqa: A002
     if active:
         abort(409, message=f"storage backend {id} is used by {active} pending or running job(s); "
                            "wait for them or cancel them first")
+    schedules = [s for s in svc.schedules.list() if s.get("storage_id") == id]
+    if schedules:
+        named = ", ".join(f"{s['name']!r} ({s['id']})" for s in schedules[:5])
+        more = f" and {len(schedules) - 5} more" if len(schedules) > 5 else ""
+        abort(409, message=f"storage backend {id} is used by schedule(s) {named}{more}; point them at another "
+                           "storage backend or delete them first")
     svc.storage_configs.delete(id)
     return True

@@ -228,7 +228,8 @@ def report(rounds: list[dict[str, float]], size_mib: int) -> None:
     for name in names:
         values = [fig[name] for fig in rounds if name in fig]
         runs = " ".join(f"{v:.2f}" for v in values)
-        print(f"  {name:<{width}} {median(values):7.2f} s {size_mib / median(values):8.1f} MiB/s  [{runs}]")
+        rate = f"{size_mib / median(values):8.1f} MiB/s" if median(values) >= 0.01 else f"{'-':>14}"
+        print(f"  {name:<{width}} {median(values):7.2f} s {rate}  [{runs}]")
     print("\nratios: baseline s / QBM s within each round, median over rounds [each round]; goal")
     for label, base, ours, goal in RATIOS:
         per_round = [fig[base] / fig[ours] for fig in rounds if base in fig and ours in fig]

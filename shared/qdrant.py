@@ -36,9 +36,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
-#: Snapshot downloads are read in chunks this big: per chunk the worker pays a fixed Python cost (urllib3's read,
-#: the hand-over to the hashing thread, a write call), which at 1 MiB chunks held a local backup to ~0.8x of
-#: ``curl -o``; at 4 MiB it is ~0.9x (bench/RESULTS.md). Memory stays bounded: a few chunks at a time.
+#: Iterating a snapshot download yields chunks this big: per chunk the reader pays a fixed Python cost (urllib3's
+#: read, the hand-over to the hashing thread, a write call), which at 1 MiB chunks held a local backup to ~0.8x of
+#: ``curl -o``. (Storage writes read with ``SnapshotDownload.readinto`` into their own reused buffers instead.)
 DOWNLOAD_CHUNK_SIZE = 4 * 1024 * 1024
 RETRY_STATUSES = frozenset({502, 503, 504})
 TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})

@@ -9,12 +9,10 @@ Two properties matter more than speed here:
   file in the target directory, are fsynced, renamed into place and the directory is fsynced; temp files are
   never listed and are removed on any failure or cancellation.
 
-And two courtesies to the machine, both hints the kernel may ignore (correctness rests on the fsync alone):
-writeback of each ``WRITEBACK_WINDOW`` starts as soon as it is written (``sync_file_range``, as PostgreSQL's
+Writeback of each ``WRITEBACK_WINDOW`` starts as soon as it is written (``sync_file_range``, as PostgreSQL's
 ``*_flush_after`` settings do), so the disk works while the rest arrives instead of all of it waiting for the
-final fsync (2 GiB to this machine's disk: 3.4 s -> 2.8 s); and once a backup is on disk its pages are
-dropped from the page cache (``POSIX_FADV_DONTNEED``), so gigabytes of backup do not push out the cache of the
-Qdrant running beside it.
+final fsync (2 GiB to this machine's disk: 3.4 s -> 2.8 s). It is a hint the kernel may ignore: correctness
+rests on the fsync alone.
 """
 
 from __future__ import annotations
@@ -110,7 +108,6 @@ class LocalStorage(Storage):
                     os.fsync(fd)
                 except OSError as exc:
                     raise _os_error(exc, "writing", path) from exc
-                _drop_cached(fd)
             finally:
                 try:
                     os.close(fd)
@@ -377,14 +374,6 @@ class _Writeback:
                                   _SYNC_FILE_RANGE_WRITE) != 0:
             self._enabled = False  # e.g. a file system without it; write errors still surface at fsync
         self._started = self._written
-
-
-def _drop_cached(fd: int) -> None:
-    """Ask the kernel to drop the (now clean) cached pages of ``fd``; a hint, ignored where unsupported."""
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    except (OSError, AttributeError):
-        pass
 
 
 def _remove_quietly(path: Path) -> None:

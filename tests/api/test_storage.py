@@ -210,6 +210,18 @@ def test_delete_refused_while_a_job_uses_it(client, local_storage, redis_client,
     assert client.delete(f"{API}/storage/{created['id']}").status_code == 200
 
 
+def test_delete_refused_while_a_schedule_uses_it(client, local_storage):
+    used, other = local_storage("disk"), local_storage("other")
+    schedule = result_of(client.post(f"{API}/schedules", json={
+        "name": "nightly", "cron": "30 2 * * *", "collections": ["docs"], "storage_id": used["id"]}))
+    resp = client.delete(f"{API}/storage/{used['id']}")
+    assert resp.status_code == 409
+    assert f"schedule(s) 'nightly' ({schedule['id']})" in error_of(resp)
+    assert client.get(f"{API}/storage/{used['id']}").status_code == 200  # still there
+    assert client.put(f"{API}/schedules/{schedule['id']}", json={"storage_id": other["id"]}).status_code == 200
+    assert client.delete(f"{API}/storage/{used['id']}").status_code == 200
+
+
 # --- test connectivity --------------------------------------------------------------------------------
 
 

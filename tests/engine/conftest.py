@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -23,24 +24,31 @@ from shared.redis_conn import connect
 REPO = Path(__file__).resolve().parents[2]
 
 
-class WorkerProcess:
-    """``qbm worker`` in its own process group, so a test can SIGKILL the whole thing like a crash."""
+class QbmProcess:
+    """A ``qbm`` command in its own process group, so a test can SIGKILL the whole thing (the command and every
+    process it started) like a crash or a lost machine. Its output goes to ``log_path``."""
+
+    args: tuple[str, ...] = ()
+    stop_timeout = 30.0
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = env
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> WorkerProcess:
+    def start(self) -> Self:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "worker", "--processes", "1", "--threads", "2"],
-            env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        self.proc = subprocess.Popen([sys.executable, "-m", "shared.cli", *self.args], env=self.env, cwd=REPO,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
     def kill(self) -> None:
-        """SIGKILL every process of the worker at once: the master, Dramatiq's and its children."""
+        """SIGKILL every process of the group at once."""
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
@@ -49,12 +57,25 @@ class WorkerProcess:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                self.proc.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class WorkerProcess(QbmProcess):
+    """``qbm worker``: its supervisor, Dramatiq's master and one worker process of two threads."""
+
+    args = ("worker", "--processes", "1", "--threads", "2")
+
+
+class SchedulerProcess(QbmProcess):
+    """``qbm scheduler``."""
+
+    args = ("scheduler",)
+    stop_timeout = 15.0
 
 
 @pytest.fixture

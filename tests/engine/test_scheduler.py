@@ -4,10 +4,6 @@ results, backups in storage and in GET /backups."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,45 +15,10 @@ import pytest
 from scheduler.store import ScheduleStore
 from shared.jobs import JobStore
 from shared.timeutil import parse_iso
-from tests.engine.conftest import REPO, wait_for_job
+from tests.engine.conftest import SchedulerProcess, wait_for_job
 from tests.engine.test_roundtrip import post_job, register_storage, storage_backend
 
 LEASE_SECONDS = 3
-
-
-class SchedulerProcess:
-    """``qbm scheduler`` in its own process group (so SIGKILL takes it down like a lost machine)."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env, self.log_path = env, log_path
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> SchedulerProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "scheduler"], env=self.env, cwd=REPO,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from shared.backups import manifest_key
 from tests.engine.conftest import wait_for_job
 from tests.engine.test_faults import files_under
 from tests.engine.test_roundtrip import post_job, register_storage, sha256_of, storage_backend
-from tests.faults.test_worker_kills import multipart_uploads, object_keys
+from tests.faults.s3_checks import multipart_uploads, object_keys
 
 MiB = 1024 * 1024
 STALL_SECONDS = 60

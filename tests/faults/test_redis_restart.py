@@ -18,10 +18,10 @@ from pathlib import Path
 from shared.backups import manifest_key
 from shared.jobs import JobStore
 from shared.redis_conn import connect
-from tests.engine.conftest import wait_for_job, wait_until
+from tests.engine.conftest import SchedulerProcess, wait_for_job, wait_until
 from tests.engine.test_faults import files_under
 from tests.engine.test_roundtrip import post_job, register_storage, sha256_of, storage_backend
-from tests.engine.test_scheduler import SchedulerProcess, leader_pid
+from tests.engine.test_scheduler import leader_pid
 
 MiB = 1024 * 1024
 

@@ -11,16 +11,20 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
 
-from shared.backups import manifest_key
 from tests.engine.conftest import wait_for_job, wait_until
-from tests.engine.test_roundtrip import post_job, register_storage, sha256_of, storage_backend
+from tests.engine.test_roundtrip import post_job, register_storage
 from tests.faults.netproxy import TcpProxy
-from tests.faults.test_worker_kills import multipart_uploads, object_keys
+from tests.faults.s3_checks import (
+    assert_one_whole_backup,
+    multipart_uploads,
+    object_keys,
+    part_uploaded,
+    qdrant_checksums,
+)
 
 MiB = 1024 * 1024
 
@@ -43,11 +47,7 @@ def test_s3_outage_mid_upload_is_retried_and_completes_once_s3_is_back(app, clie
     qdrant.faults.throttle(8 * MiB)
     job = post_job(client, type="backup", collection_name="big", metadata={"keep_on_qdrant": True})
 
-    def part_uploaded() -> bool:
-        return any(boto_s3.list_parts(Bucket=s3_bucket, Key=u["Key"], UploadId=u["UploadId"]).get("Parts")
-                   for u in multipart_uploads(boto_s3, s3_bucket))
-
-    wait_until(part_uploaded, timeout=30, what="a multipart upload with a part in S3")
+    wait_until(lambda: part_uploaded(boto_s3, s3_bucket), timeout=30, what="a multipart upload with a part in S3")
     s3_proxy.cut()
     wait_until(lambda: "step failed, will retry" in worker.log(), timeout=30, what="the transfer to fail")
     # The reason names S3's endpoint and what went wrong (here: "cannot connect to ...: Connection refused").
@@ -62,16 +62,10 @@ def test_s3_outage_mid_upload_is_retried_and_completes_once_s3_is_back(app, clie
     qdrant.faults.throttle(None)
     s3_proxy.restore()
     done = wait_for_job(jobs, job["id"], timeout=60, worker=worker)
-    assert done["status"] == "completed", done
-    backup_id = done["snapshot_name"]
-    assert multipart_uploads(boto_s3, s3_bucket) == []
-    assert object_keys(boto_s3, s3_bucket) == [f"big/{backup_id}/collection.snapshot", f"big/{backup_id}/manifest.json"]
-    storage = storage_backend(app, storage_cfg["id"])
-    manifest = json.loads(storage.read_bytes(manifest_key("big", backup_id)))
-    listed = {s["name"]: s["checksum"] for s in client.get("/api/v1/collections/big/snapshots").get_json()["result"]}
-    assert sha256_of(storage, manifest["key"]) == manifest["sha256"] == listed[manifest["qdrant_snapshot_name"]]
+    # keep_on_qdrant: the snapshot is still listed on Qdrant, with the checksum the stored bytes must have.
+    assert_one_whole_backup(app, boto_s3, s3_bucket, storage_cfg["id"], done, qdrant_checksums(client))
     catalog = client.get("/api/v1/backups").get_json()["result"]
-    assert [b["backup_id"] for b in catalog["items"]] == [backup_id]
+    assert [b["backup_id"] for b in catalog["items"]] == [done["snapshot_name"]]
 
 
 def test_bucket_deleted_after_the_test_fails_the_backup_at_once(client, jobs, qdrant, worker, engine_config,  # noqa: ANN001

@@ -17,21 +17,9 @@ from shared.backups import manifest_key
 from tests.engine.conftest import wait_for_job, wait_until
 from tests.engine.test_faults import files_under
 from tests.engine.test_roundtrip import post_job, register_storage, sha256_of, storage_backend
+from tests.faults.s3_checks import assert_one_whole_backup, multipart_uploads, part_uploaded, qdrant_checksums
 
 MiB = 1024 * 1024
-
-
-def qdrant_checksums(client) -> dict[str, str]:  # noqa: ANN001
-    """Snapshot name -> sha256 as Qdrant lists them (the source of truth for what a backup must hold)."""
-    return {s["name"]: s["checksum"] for s in client.get("/api/v1/collections/big/snapshots").get_json()["result"]}
-
-
-def multipart_uploads(boto_s3, bucket: str) -> list[dict]:  # noqa: ANN001
-    return boto_s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-
-
-def object_keys(boto_s3, bucket: str) -> list[str]:  # noqa: ANN001
-    return sorted(o["Key"] for o in boto_s3.list_objects_v2(Bucket=bucket).get("Contents", []))
 
 
 def test_worker_killed_mid_s3_upload_leaves_one_whole_backup(app, client, jobs, qdrant, start_worker,  # noqa: ANN001
@@ -43,11 +31,7 @@ def test_worker_killed_mid_s3_upload_leaves_one_whole_backup(app, client, jobs, 
     first = start_worker()
     job = post_job(client, type="backup", collection_name="big")
 
-    def part_uploaded() -> bool:
-        return any(boto_s3.list_parts(Bucket=s3_bucket, Key=u["Key"], UploadId=u["UploadId"]).get("Parts")
-                   for u in multipart_uploads(boto_s3, s3_bucket))
-
-    wait_until(part_uploaded, timeout=30, what="a multipart upload with a part in S3")
+    wait_until(lambda: part_uploaded(boto_s3, s3_bucket), timeout=30, what="a multipart upload with a part in S3")
     first.kill()
     assert jobs.get(job["id"])["status"] == "running"
     assert len(multipart_uploads(boto_s3, s3_bucket)) == 1  # what the crash leaves for the redelivery to clean
@@ -56,14 +40,7 @@ def test_worker_killed_mid_s3_upload_leaves_one_whole_backup(app, client, jobs, 
 
     second = start_worker()
     done = wait_for_job(jobs, job["id"], timeout=90, worker=second)
-    assert done["status"] == "completed", done
-    backup_id = done["snapshot_name"]
-    assert multipart_uploads(boto_s3, s3_bucket) == []
-    assert object_keys(boto_s3, s3_bucket) == [f"big/{backup_id}/collection.snapshot", f"big/{backup_id}/manifest.json"]
-    storage = storage_backend(app, storage_cfg["id"])
-    manifest = json.loads(storage.read_bytes(manifest_key("big", backup_id)))
-    assert sha256_of(storage, manifest["key"]) == manifest["sha256"] == source[manifest["qdrant_snapshot_name"]]
-    assert manifest["size"] == storage.stat(manifest["key"]).size == done["metadata"]["size"]
+    assert_one_whole_backup(app, boto_s3, s3_bucket, storage_cfg["id"], done, source)
     # The snapshot made for the backup is gone from Qdrant once the backup is complete.
     assert [p for p in qdrant.snapshot_files("big") if p.suffix == ".snapshot"] == []
 
