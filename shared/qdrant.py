@@ -93,6 +93,7 @@ class SnapshotDownload:
         self._chunk_size = chunk_size
         self._what = what
         self._mode: str | None = None  # "iter" or "readinto": one way of reading per download
+        self._raw: http.client.HTTPResponse | None = None  # readinto's source, when it can bypass urllib3
         self.bytes_read = 0
         length = response.headers.get("Content-Length")
         self._encoding = response.headers.get("Content-Encoding", "identity").lower()
@@ -105,6 +106,8 @@ class SnapshotDownload:
             raise RuntimeError("a SnapshotDownload is read either by iterating or with readinto(), not both")
         if mode == "iter" and self._mode == "iter":
             raise RuntimeError("a SnapshotDownload can be iterated only once")
+        if mode == "readinto" and self._mode is None and self._encoding == "identity":
+            self._raw = _undecoded_stream(self._response)
         self._mode = mode
 
     def __iter__(self) -> Iterator[bytes]:
@@ -132,9 +135,8 @@ class SnapshotDownload:
         """
         self._start("readinto")
         try:
-            raw = _undecoded_stream(self._response) if self._encoding == "identity" else None
-            if raw is not None:
-                count = raw.readinto(buffer)
+            if self._raw is not None:
+                count = self._raw.readinto(buffer)
             else:
                 data = self._response.raw.read(len(buffer), decode_content=True)
                 count = len(data)

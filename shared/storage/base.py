@@ -182,6 +182,34 @@ class _BackgroundHash:
         return self._digest.hexdigest()
 
 
+class _ReadRing:
+    """``READ_BUFFERS`` reused buffers a :class:`Readable` is read into in turn. A buffer whose chunk went to the
+    hashing thread is refilled only once that hash is done; the ring moves on to the next buffer only then."""
+
+    def __init__(self, source: Readable) -> None:
+        self._source = source
+        self._buffers = [memoryview(bytearray(READ_BUFFER_SIZE)) for _ in range(READ_BUFFERS)]
+        self._hashing: list[Future[None] | None] = [None] * READ_BUFFERS
+        self._turn = 0
+
+    def read(self) -> memoryview:
+        """The next chunk, in the current buffer; empty at the end of the source."""
+        pending = self._hashing[self._turn]
+        if pending is not None:
+            pending.result()  # the buffer's previous chunk must be hashed before it is overwritten
+            self._hashing[self._turn] = None
+        buffer = self._buffers[self._turn]
+        count = self._source.readinto(buffer)
+        if not isinstance(count, int) or count < 0 or count > len(buffer):
+            raise TypeError(f"readinto() of the source returned {count!r}, not a byte count")
+        return buffer[:count]
+
+    def hashing(self, done: Future[None]) -> None:
+        """The chunk just read is being hashed on the helper thread: keep its buffer until ``done``."""
+        self._hashing[self._turn] = done
+        self._turn = (self._turn + 1) % READ_BUFFERS
+
+
 class ChunkFeed:
     """Pull chunks from the caller's source, hashing and counting them, and honour the two callbacks.
 
@@ -198,17 +226,13 @@ class ChunkFeed:
     def __init__(self, source: Iterable[bytes] | Readable, key: str, *,
                  on_progress: Callable[[int], None] | None = None,
                  should_continue: Callable[[], bool] | None = None) -> None:
-        self._readable = source if hasattr(source, "readinto") else None
-        self._it = None if self._readable is not None else iter(source)  # type: ignore[arg-type]
+        self._ring = _ReadRing(source) if hasattr(source, "readinto") else None  # type: ignore[arg-type]
+        self._it = None if self._ring is not None else iter(source)  # type: ignore[arg-type]
         self._key = key
         self._on_progress = on_progress
         self._should_continue = should_continue
         self._hash = hashlib.sha256()
         self._background: _BackgroundHash | None = None
-        self._buffers: list[memoryview] = []
-        self._hashed: list[Future[None] | None] = []  # per buffer: its last chunk's hashing
-        self._turn = 0  # the buffer to fill next
-        self._filled = 0  # the buffer holding the last chunk
         self.size = 0
         self.done = False
 
@@ -227,8 +251,8 @@ class ChunkFeed:
                 self._background = _BackgroundHash(self._hash)  # from now on every chunk goes there, in order
             if self._background is not None:
                 hashed = self._background.update(chunk)
-                if self._readable is not None:
-                    self._hashed[self._filled] = hashed
+                if self._ring is not None:
+                    self._ring.hashing(hashed)
             else:
                 self._hash.update(chunk)
             self.size += len(chunk)
@@ -239,28 +263,15 @@ class ChunkFeed:
 
     def _pull(self) -> bytes | memoryview | None:
         """One chunk from the source (maybe empty), None at its end."""
-        if self._readable is None:
-            try:
-                chunk = next(self._it)  # type: ignore[arg-type]
-            except StopIteration:
-                return None
-            if not isinstance(chunk, bytes | bytearray | memoryview):
-                raise TypeError(f"chunks must be bytes, got {type(chunk).__name__}")
-            return bytes(chunk)
-        if not self._buffers:
-            self._buffers = [memoryview(bytearray(READ_BUFFER_SIZE)) for _ in range(READ_BUFFERS)]
-            self._hashed = [None] * READ_BUFFERS
-        turn = self._filled = self._turn
-        self._turn = (turn + 1) % READ_BUFFERS
-        pending = self._hashed[turn]
-        if pending is not None:
-            pending.result()  # the buffer's previous chunk must be hashed before it is overwritten
-            self._hashed[turn] = None
-        buffer = self._buffers[turn]
-        count = self._readable.readinto(buffer)
-        if not isinstance(count, int) or count < 0 or count > len(buffer):
-            raise TypeError(f"readinto() of the source returned {count!r}, not a byte count")
-        return buffer[:count] if count else None
+        if self._ring is not None:
+            return self._ring.read() or None  # a readable source is empty only at its end
+        try:
+            chunk = next(self._it)  # type: ignore[arg-type]
+        except StopIteration:
+            return None
+        if not isinstance(chunk, bytes | bytearray | memoryview):
+            raise TypeError(f"chunks must be bytes, got {type(chunk).__name__}")
+        return bytes(chunk)
 
     def result(self) -> WriteResult:
         digest = self._background.hexdigest() if self._background is not None else self._hash.hexdigest()
