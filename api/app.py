@@ -11,13 +11,13 @@ from flask import Flask
 from api import auth
 from api.envelope import Blueprint, QbmApi, error_response, handle_unexpected, start_timer
 from api.services import Services
-from shared.config import Config
-from shared.jobs import JobNotFound, JobStore
-from shared.qdrant import QdrantClient, QdrantError, QdrantUnavailable
-from shared.redis_conn import from_config
-from shared.secret_box import SecretKeyError
-from shared.storage_configs import StorageConfigNotFound, StorageConfigStore
-from workers.dispatch import Enqueue, make_enqueuer
+from shared.adapters.qdrant import QdrantClient, QdrantError, QdrantUnavailable
+from shared.adapters.redis_conn import from_config
+from shared.adapters.secret_box import SecretKeyError
+from shared.pipeline.dispatch import Enqueue, make_enqueuer
+from shared.records.job_store import JobNotFound, JobStore
+from shared.records.storage_configs import StorageConfigNotFound, StorageConfigStore
+from shared.runtime.config import Config
 
 log = logging.getLogger("qbm.api")
 
@@ -41,7 +41,7 @@ def create_app(config: Config, *, enqueue: Enqueue | None = None) -> Flask:
     """Build the API for ``config``.
 
     ``enqueue`` hands a stored job id to the workers; it defaults to
-    :func:`workers.dispatch.make_enqueuer` and is a parameter so tests can observe the hand-off.
+    :func:`shared.pipeline.dispatch.make_enqueuer` and is a parameter so tests can observe the hand-off.
     Nothing here connects yet: Redis and Qdrant are reached per request, so the API starts (and answers
     /healthz, /readyz) even while they are down.
     """

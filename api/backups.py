@@ -23,13 +23,13 @@ from api.schemas.backups import (
     PruneSchema,
 )
 from api.services import services
-from shared.catalog import BackupNotFound, delete_backup, entry, find_backup, list_backups
-from shared.retention import Policy, protected_names, prune
-from shared.storage import Storage, StorageError, from_config
-from shared.storage_configs import StorageConfigNotFound
-from shared.submit import InvalidJobRequest, storage_id_format_ok
-from shared.timeutil import utcnow
-from shared.validation import InvalidName, check_backup_ref
+from shared.adapters.storage import Storage, StorageError, from_config
+from shared.domain.catalog import BackupNotFound, delete_backup, entry, find_backup, list_backups
+from shared.domain.retention import Policy, protected_names, prune
+from shared.intake.names import InvalidName, check_backup_ref
+from shared.intake.submit import InvalidJobRequest, storage_id_format_ok
+from shared.records.storage_configs import StorageConfigNotFound
+from shared.runtime.timeutil import utcnow
 
 blp = Blueprint("backups", __name__, description="Backups found in storage, and pruning them")
 

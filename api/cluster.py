@@ -12,7 +12,7 @@ from typing import Any
 from api.envelope import Blueprint
 from api.schemas.cluster import HEALTH_RULES, ClusterSchema
 from api.services import services
-from shared.qdrant import QdrantError, QdrantUnavailable
+from shared.adapters.qdrant import QdrantError, QdrantUnavailable
 
 blp = Blueprint("cluster", __name__, description="Cluster health")
 

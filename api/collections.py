@@ -25,16 +25,8 @@ from api.schemas.collections import (
 )
 from api.schemas.common import NameListResult, WaitQuerySchema
 from api.services import services
-from shared.qdrant import QdrantError, SnapshotDownload
-from shared.recover_location import (
-    HostRule,
-    InvalidLocation,
-    check_recover_location,
-    parse_host_entry,
-    rule_for_url,
-)
-from shared.timeutil import parse_iso, to_iso
-from shared.validation import (
+from shared.adapters.qdrant import QdrantError, SnapshotDownload
+from shared.intake.names import (
     COLLECTION_NAME_PATTERN,
     MAX_SHARD_ID,
     InvalidName,
@@ -42,6 +34,14 @@ from shared.validation import (
     check_shard_id,
     check_snapshot_name,
 )
+from shared.intake.recover_location import (
+    HostRule,
+    InvalidLocation,
+    check_recover_location,
+    parse_host_entry,
+    rule_for_url,
+)
+from shared.runtime.timeutil import parse_iso, to_iso
 
 log = logging.getLogger("qbm.api")
 

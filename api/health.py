@@ -11,7 +11,7 @@ from flask import Response, jsonify
 from api.envelope import Blueprint, elapsed
 from api.schemas.health import LivenessSchema, NotReadySchema, ReadinessSchema
 from api.services import services
-from shared.qdrant import QdrantError
+from shared.adapters.qdrant import QdrantError
 
 blp = Blueprint("health", __name__, description="Liveness and readiness probes (no API key needed)")
 

@@ -1,7 +1,7 @@
 """Jobs: create backup/restore work, follow it, cancel it, retry it.
 
 The API only records intent: a job is stored ``pending`` and its id handed to the workers through the
-app's ``enqueue`` -- by :mod:`shared.submit`, the code path the scheduler uses too. Cancelling is a status
+app's ``enqueue`` -- by :mod:`shared.intake.submit`, the code path the scheduler uses too. Cancelling is a status
 change the worker notices between chunks (it cleans up); retrying moves a failed or cancelled job back to
 ``pending`` and hands it over again.
 """
@@ -17,8 +17,8 @@ from flask_smorest import abort
 from api.envelope import Blueprint
 from api.schemas.jobs import JobCreateSchema, JobListQuerySchema, JobPageSchema, JobSchema
 from api.services import services
-from shared.jobs import JobNotFound, TransitionError
-from shared.submit import HandOverFailed, InvalidJobRequest
+from shared.intake.submit import HandOverFailed, InvalidJobRequest
+from shared.records.job_store import JobNotFound, TransitionError
 
 log = logging.getLogger("qbm.api")
 

@@ -1,7 +1,7 @@
 """GET /metrics: Prometheus text format, built from Redis at scrape time.
 
 Everything QBM knows about its work lives in Redis -- jobs in the job store, worker-side counters in the
-metrics hash (shared/metrics.py), queues in Dramatiq's keys, the scheduler's lease -- so any API replica
+metrics hash (shared/runtime/metrics.py), queues in Dramatiq's keys, the scheduler's lease -- so any API replica
 answers for the whole deployment, however many workers run on however many machines. A scrape costs a
 handful of cheap commands (ZCARDs, LLENs, one HGETALL of a small hash, one GET or two), never a key scan.
 
@@ -22,9 +22,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from api.envelope import Blueprint
 from api.services import Services, services
-from shared import metrics as m
-from shared.metrics_keys import active_transfers, metrics_hash, scheduler_last_fire, scheduler_leader
-from workers.chains import STEPS, queue_for
+from shared.pipeline.chains import STEPS, queue_for
+from shared.runtime import metrics as m
+from shared.runtime.metrics_keys import active_transfers, metrics_hash, scheduler_last_fire, scheduler_leader
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics (no API key needed)")
 

@@ -1,6 +1,6 @@
 """Schedules: recurring backups (cron or interval, in a time zone) with retention.
 
-The API only stores definitions (:mod:`scheduler.store`); the leader among the ``qbm scheduler`` processes
+The API only stores definitions (:mod:`shared.schedules.store`); the leader among the ``qbm scheduler`` processes
 notices a change within about a second and fires from then on. ``next_run_time`` is computed here from the
 same trigger the scheduler uses; ``last_run.status`` is derived from the run's jobs at read time, so it says
 whether last night's backups actually completed, not merely that they were started.
@@ -17,12 +17,12 @@ from flask_smorest import abort
 from api.envelope import Blueprint, BoolResult
 from api.schemas.schedules import LastRunSchema, ScheduleCreateSchema, ScheduleSchema, ScheduleUpdateSchema
 from api.services import services
-from scheduler.fire import Firing
-from scheduler.store import ScheduleNotFound, next_run_time, validate_schedule
-from scheduler.triggers import InvalidSchedule
-from shared.jobs import JobNotFound, JobStore
-from shared.storage_configs import StorageConfigNotFound
-from shared.submit import storage_id_format_ok
+from shared.intake.submit import storage_id_format_ok
+from shared.records.job_store import JobNotFound, JobStore
+from shared.records.storage_configs import StorageConfigNotFound
+from shared.schedules.firing import Firing
+from shared.schedules.store import ScheduleNotFound, next_run_time, validate_schedule
+from shared.schedules.triggers import InvalidSchedule
 
 blp = Blueprint("schedules", __name__, description="Recurring backups and their retention")
 

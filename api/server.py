@@ -7,12 +7,12 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
-from shared.config import Config
+from shared.runtime.config import Config
 
 
 class JsonLogger(Logger):
     """Gunicorn's own lines ("Booting worker", "Worker timeout") through QBM's root handler: one JSON object
-    per line with secrets scrubbed, like everything else the API process writes (shared/logs.py)."""
+    per line with secrets scrubbed, like everything else the API process writes (shared/runtime/logs.py)."""
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)

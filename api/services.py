@@ -8,13 +8,13 @@ from functools import cached_property
 import redis
 from flask import current_app
 
-from scheduler.store import ScheduleStore
-from shared.config import Config
-from shared.jobs import JobStore
-from shared.qdrant import QdrantClient
-from shared.storage_configs import StorageConfigStore
-from shared.submit import JobSubmitter
-from workers.dispatch import Enqueue
+from shared.adapters.qdrant import QdrantClient
+from shared.intake.submit import JobSubmitter
+from shared.pipeline.dispatch import Enqueue
+from shared.records.job_store import JobStore
+from shared.records.storage_configs import StorageConfigStore
+from shared.runtime.config import Config
+from shared.schedules.store import ScheduleStore
 
 
 @dataclass

@@ -21,8 +21,8 @@ from api.schemas.storage import (
     StorageUpdateSchema,
 )
 from api.services import services
-from shared.storage import S3Storage, StorageError, check_local_path, from_config
-from shared.storage_configs import StorageConfigNotFound
+from shared.adapters.storage import S3Storage, StorageError, check_local_path, from_config
+from shared.records.storage_configs import StorageConfigNotFound
 
 blp = Blueprint("storage", __name__, description="Storage backends for backups")
 

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from api.app import create_app
-from shared.config import load_config
+from shared.runtime.config import load_config
 
 app = create_app(load_config())

@@ -35,7 +35,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from api.app import create_app  # noqa: E402
-from shared.config import Config  # noqa: E402
+from shared.runtime.config import Config  # noqa: E402
 from tests.qdrant_double import QdrantDouble  # noqa: E402
 
 MiB = 1024 * 1024
@@ -210,7 +210,7 @@ class Bench:
         self.logs.append(log)
         stderr = open(log, "ab")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "worker", "--processes", str(processes), "--threads", str(threads)],
+            [sys.executable, "-m", "qbm.cli", "worker", "--processes", str(processes), "--threads", str(threads)],
             env=env, cwd=repo, start_new_session=True, stderr=stderr)
         stderr.close()
         self.workers.append(proc)

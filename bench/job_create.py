@@ -55,7 +55,7 @@ def start_api(redis_url: str, prefix: str, work: Path, workers: int, threads: in
     env = {k: v for k, v in os.environ.items() if not k.startswith("QBM_")}
     env.update(QBM_REDIS_URL=redis_url, QBM_KEY_PREFIX=prefix, QBM_API_PORT=str(port), QBM_DATA_DIR=str(work),
                QBM_STORAGE_ROOTS=str(work), QBM_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "api", "--workers", str(workers),
+    proc = subprocess.Popen([sys.executable, "-m", "qbm.cli", "api", "--workers", str(workers),
                              "--threads", str(threads)], env=env, cwd=repo, start_new_session=True,
                             stderr=subprocess.DEVNULL)
     wait_port(port)

@@ -5,7 +5,7 @@ Run: ``.venv/bin/python bench/listing.py [--jobs-small 1000] [--jobs-large 10000
 Two job sets live side by side under two key prefixes in Redis DB 14 (not 15, where the tests SCAN:
 a million extra keys would slow them down); each is served by its own production API (``qbm api``:
 gunicorn, 2 workers x 8 threads). The sets are written straight into the job store's layout
-(:mod:`shared.jobs`: one hash per job plus the ``jobs:all``, ``jobs:status:{s}``, ``jobs:type:{t}`` and
+(:mod:`shared.records.job_store`: one hash per job plus the ``jobs:all``, ``jobs:status:{s}``, ``jobs:type:{t}`` and
 ``jobs:st:{s}:{t}`` sorted sets, scored by creation microseconds) with pipelines, not through the API.
 
 One client sends ``GET /api/v1/jobs?status=completed&page=P`` (limit 20: the default) over a keep-alive
@@ -100,7 +100,7 @@ def start_api(redis_url: str, prefix: str, work: Path) -> tuple[subprocess.Popen
     env = {k: v for k, v in os.environ.items() if not k.startswith("QBM_")}
     env.update(QBM_REDIS_URL=redis_url, QBM_KEY_PREFIX=prefix, QBM_API_PORT=str(port), QBM_DATA_DIR=str(work),
                QBM_STORAGE_ROOTS=str(work), QBM_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "api", "--workers", "2", "--threads", "8"],
+    proc = subprocess.Popen([sys.executable, "-m", "qbm.cli", "api", "--workers", "2", "--threads", "8"],
                             env=env, cwd=REPO, start_new_session=True, stderr=subprocess.DEVNULL)
     wait_port(port)
     return proc, f"http://127.0.0.1:{port}"

@@ -32,8 +32,8 @@ _CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 way, port, path, access, secret, bucket = sys.argv[2:8]
-from shared.storage.base import ChunkFeed
-from shared.storage.s3 import S3Storage
+from shared.adapters.storage.base import ChunkFeed
+from shared.adapters.storage.s3 import S3Storage
 
 MiB = 1024 * 1024
 

@@ -39,8 +39,8 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import REPO, MiB, machine, median  # noqa: E402
-from shared.qdrant import QdrantClient  # noqa: E402
-from shared.storage.local import LocalStorage  # noqa: E402
+from shared.adapters.qdrant import QdrantClient  # noqa: E402
+from shared.adapters.storage.local import LocalStorage  # noqa: E402
 
 _DOUBLE = r"""
 import json, sys

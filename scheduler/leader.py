@@ -6,7 +6,7 @@ poll of another process takes it -- so a dead leader is replaced within lease ti
 cannot reach Redis for a whole lease time steps down on its own, since by then someone else may lead.
 
 Two leaders can still overlap for a moment (a paused process that wakes after its lease expired); the
-per-tick claim in :mod:`scheduler.fire` is what makes a tick fire once even then.
+per-tick claim in :mod:`shared.schedules.firing` is what makes a tick fire once even then.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 
 import redis
 
-from shared.locks import Lease
+from shared.adapters.locks import Lease
 
 log = logging.getLogger("qbm.scheduler")
 

@@ -12,18 +12,18 @@ import signal
 import threading
 from datetime import datetime, timedelta
 
-from scheduler.fire import Firing
 from scheduler.leader import Leadership
 from scheduler.reaper import Reaper
 from scheduler.runner import ScheduleRunner
-from scheduler.store import ScheduleStore
-from shared.config import Config
-from shared.jobs import JobStore
-from shared.qdrant import QdrantClient
-from shared.redis_conn import from_config
-from shared.storage_configs import StorageConfigStore
-from shared.submit import JobSubmitter
-from shared.timeutil import utcnow
+from shared.adapters.qdrant import QdrantClient
+from shared.adapters.redis_conn import from_config
+from shared.intake.submit import JobSubmitter
+from shared.records.job_store import JobStore
+from shared.records.storage_configs import StorageConfigStore
+from shared.runtime.config import Config
+from shared.runtime.timeutil import utcnow
+from shared.schedules.firing import Firing
+from shared.schedules.store import ScheduleStore
 
 log = logging.getLogger("qbm.scheduler")
 
@@ -33,7 +33,7 @@ POLL_SECONDS = 1.0
 
 class SchedulerProcess:
     def __init__(self, config: Config) -> None:
-        from workers.dispatch import make_enqueuer
+        from shared.pipeline.dispatch import make_enqueuer
 
         client = from_config(config)  # follows a Sentinel failover when configured
         self.store = ScheduleStore(client, config.key_prefix)

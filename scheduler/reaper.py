@@ -13,7 +13,7 @@ would then show ``running`` for ever:
 
 Every pass (in the scheduler leader, about every ``grace / 4`` s, at most 10 s) looks at the pending and running
 jobs whose last sign of life is older than ``QBM_REAPER_GRACE_SECONDS``. Signs of life are the worker's
-per-job heartbeat (:mod:`shared.heartbeat`: beaten while a step runs, and once more when the job goes back to
+per-job heartbeat (:mod:`shared.adapters.heartbeat`: beaten while a step runs, and once more when the job goes back to
 the queue) or, without one, the job's start (running) or creation (pending). Such a job is left alone while a
 message for it is still live in Redis: in the queue's message hash (waiting, being processed, or held by a dead
 worker that Dramatiq will redeliver), or delayed with an ETA less than the grace period ago or still waiting
@@ -36,10 +36,10 @@ from dataclasses import dataclass
 
 import redis
 
-from shared.heartbeat import heartbeat_key, redis_now_ms
-from shared.jobs import JobNotFound, JobStore, TransitionError
-from shared.timeutil import parse_iso
-from workers.chains import queue_for
+from shared.adapters.heartbeat import heartbeat_key, redis_now_ms
+from shared.pipeline.chains import queue_for
+from shared.records.job_store import JobNotFound, JobStore, TransitionError
+from shared.runtime.timeutil import parse_iso
 
 log = logging.getLogger("qbm.reaper")
 

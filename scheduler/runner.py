@@ -9,7 +9,7 @@ time is what the per-tick claim and ``scheduled_for`` need. :class:`TickExecutor
 extension point APScheduler documents) passes it as the last argument. Every job is ``coalesce=True`` (a
 backlog of runs becomes one) with ``misfire_grace_time`` set to QBM_MISFIRE_GRACE -- deliberately, instead
 of APScheduler's 1 s default that silently drops runs; a run handed over later than that is recorded as
-skipped by :meth:`scheduler.fire.Firing.fire_tick`.
+skipped by :meth:`shared.schedules.firing.Firing.fire_tick`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from apscheduler.executors.base import BaseExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from scheduler.store import ScheduleStore
-from scheduler.triggers import InvalidSchedule, build_trigger
+from shared.schedules.store import ScheduleStore
+from shared.schedules.triggers import InvalidSchedule, build_trigger
 
 log = logging.getLogger("qbm.scheduler")
 

@@ -7,9 +7,9 @@ import hashlib
 import secrets
 from datetime import datetime
 
-from shared.backups import Manifest, snapshot_key, write_manifest
-from shared.storage.base import Storage
-from shared.timeutil import to_iso
+from shared.adapters.storage.base import Storage
+from shared.domain.manifest import Manifest, snapshot_key, write_manifest
+from shared.runtime.timeutil import to_iso
 
 
 def put_backup(storage: Storage, collection: str, created: datetime, *, shard_id: int | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class EnqueueRecorder(list):
-    """Called like ``workers.dispatch.make_enqueuer``'s enqueue; keeps the job ids in order."""
+    """Called like ``shared.pipeline.dispatch.make_enqueuer``'s enqueue; keeps the job ids in order."""
 
     def __call__(self, job_id: str, new_job_type: str | None = None) -> None:
         self.append(job_id)

@@ -42,7 +42,7 @@ def generate(mib: int, tail: int, digest: hashlib._Hash) -> Iterator[bytes]:
 
 
 class ChunkReader:
-    """A :class:`shared.storage.base.Readable` over chunks, giving at most ``max_read`` bytes per call (a short
+    """A :class:`shared.adapters.storage.base.Readable` over chunks, giving at most ``max_read`` bytes per call (a short
     read, as a socket may): a backend must take any count, and must not keep a chunk past the next read."""
 
     def __init__(self, chunks: Iterator[bytes], max_read: int) -> None:
@@ -63,7 +63,7 @@ class ChunkReader:
 
 
 def main(spec: dict) -> dict:
-    from shared.storage import LocalStorage, S3Storage
+    from shared.adapters.storage import LocalStorage, S3Storage
 
     backend = spec["backend"]
     if backend["type"] == "local":

@@ -16,8 +16,8 @@ import pytest
 import redis
 import requests
 
-from shared.bootstrap import resolve_redis
-from shared.config import Config, ConfigError, load_config
+from qbm.bootstrap import resolve_redis
+from shared.runtime.config import Config, ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def qbm_env(**extra: str) -> dict[str, str]:
 
 
 def run_qbm(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], env=env, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "qbm.cli", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -104,7 +104,7 @@ def test_qbm_up_starts_everything_and_stops_cleanly(tmp_path: Path, redis_url: s
     port = free_port()
     env = qbm_env(QBM_REDIS_URL=redis_url, QBM_KEY_PREFIX=key_prefix, QBM_API_PORT=str(port),
                   QBM_DATA_DIR=str(tmp_path / "data"), QBM_QDRANT_URL=qdrant.url)
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "up"], env=env, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "qbm.cli", "up"], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -122,8 +122,8 @@ def test_qbm_up_starts_everything_and_stops_cleanly(tmp_path: Path, redis_url: s
         assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
         children = psutil.Process(proc.pid).children(recursive=True)
         commands = " ".join(" ".join(c.cmdline()) for c in children)
-        assert "shared.cli api" in commands and "shared.cli worker" in commands
-        assert "shared.cli scheduler" in commands and "workers.main workers.actors" in commands
+        assert "qbm.cli api" in commands and "qbm.cli worker" in commands
+        assert "qbm.cli scheduler" in commands and "workers.main workers.actors" in commands
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -16,9 +16,9 @@ import requests
 from werkzeug.serving import make_server
 
 from api.app import create_app
-from shared.config import Config
-from shared.jobs import JobStore
-from shared.storage import LocalStorage
+from shared.adapters.storage import LocalStorage
+from shared.records.job_store import JobStore
+from shared.runtime.config import Config
 from tests.api.helpers import closed_port_url
 from tests.backup_factory import put_backup
 from tests.recorder import EnqueueRecorder
@@ -57,7 +57,7 @@ def qbm(*args: str, url: str, key: str | None = KEY, timeout: float = 30) -> sub
     env["QBM_API_URL"] = url
     if key:
         env["QBM_API_KEY"] = key
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], env=env, cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "qbm.cli", *args], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -105,7 +105,7 @@ def test_jobs_watch_follows_a_job_to_its_end(api, jobs):
     job = jobs.create("backup", "docs")
     jobs.transition(job["id"], "running")
     jobs.set_progress(job["id"], 40)
-    watcher = subprocess.Popen([sys.executable, "-m", "shared.cli", "jobs", "watch", job["id"]],
+    watcher = subprocess.Popen([sys.executable, "-m", "qbm.cli", "jobs", "watch", job["id"]],
                                env={**{k: v for k, v in os.environ.items() if not k.startswith("QBM_")},
                                     "QBM_API_URL": api.url, "QBM_API_KEY": KEY},
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

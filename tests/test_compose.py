@@ -21,8 +21,8 @@ import jsonschema
 import pytest
 import yaml
 
-from shared import cli, healthcheck
-from shared.config import load_config
+from qbm import cli, healthcheck
+from shared.runtime.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "compose" / "docker-compose.yml"
@@ -171,7 +171,7 @@ def test_qbm_commands_are_what_qbm_accepts(qbm_services: dict[str, dict]) -> Non
         args = parser.parse_args(svc["command"])
         assert args.command == QBM_ROLES[name]
         test = svc["healthcheck"]["test"]
-        assert test[:4] == ["CMD", "python", "-m", "shared.healthcheck"], name
+        assert test[:4] == ["CMD", "python", "-m", "qbm.healthcheck"], name
         assert healthcheck.build_parser().parse_args(test[4:]).role == QBM_ROLES[name]
     with pytest.raises(SystemExit):  # and parse_args does refuse what qbm does not accept
         parser.parse_args(["worker", "--queues", "everything"])

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from shared import jobs as jobs_module
-from shared.jobs import (
+from shared.records import job_store as jobs_module
+from shared.records.job_store import (
     ALLOWED,
     JOB_STATUSES,
     JOB_TYPES,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import ConfigError, load_config
-from shared.redis_conn import describe
+from shared.adapters.redis_conn import describe
+from shared.runtime.config import ConfigError, load_config
 
 FERNET = "A" * 43 + "="
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.qdrant import QdrantClient, QdrantError, QdrantStreamError, QdrantUnavailable, _undecoded_stream
+from shared.adapters.qdrant import QdrantClient, QdrantError, QdrantStreamError, QdrantUnavailable, _undecoded_stream
 from tests.qdrant_double import QdrantDouble
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -415,7 +415,7 @@ def test_readinto_decodes_a_compressed_download(gzip_server):
 
 MEMORY_SCRIPT = r"""
 import hashlib, json, resource, sys
-from shared.qdrant import QdrantClient
+from shared.adapters.qdrant import QdrantClient
 
 url, collection, name = sys.argv[1:4]
 client = QdrantClient(url)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from shared.backups import Manifest
-from shared.jobs import JobStore
-from shared.retention import Policy, protected_names, select_deletions
-from shared.timeutil import to_iso
+from shared.domain.manifest import Manifest
+from shared.domain.retention import Policy, protected_names, select_deletions
+from shared.records.job_store import JobStore
+from shared.runtime.timeutil import to_iso
 
 NOW = datetime(2026, 11, 24, 3, tzinfo=UTC)
 

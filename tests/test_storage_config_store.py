@@ -8,7 +8,7 @@ import threading
 import pytest
 import redis
 
-from shared.storage_configs import PUBLIC_FIELDS, StorageConfigNotFound, StorageConfigStore
+from shared.records.storage_configs import PUBLIC_FIELDS, StorageConfigNotFound, StorageConfigStore
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.storage import (
+from shared.adapters.storage import (
     Cancelled,
     InvalidKey,
     LocalStorage,

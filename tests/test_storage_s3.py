@@ -18,7 +18,7 @@ import boto3
 import pytest
 import requests
 
-from shared.storage import (
+from shared.adapters.storage import (
     BucketNotFound,
     Cancelled,
     InvalidKey,

@@ -15,14 +15,14 @@ from collections.abc import Callable
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from shared.heartbeat import JobHeartbeat, beat_interval
-from shared.jobs import JobNotFound, TransitionError
-from shared.locks import Lease
+from shared.adapters.heartbeat import JobHeartbeat, beat_interval
+from shared.adapters.locks import Lease
+from shared.pipeline.chains import STEPS, family, queue_for
+from shared.pipeline.dispatch import send_step
+from shared.records.job_store import JobNotFound, TransitionError
 from workers import backup, restore
 from workers.broker import install_broker
-from workers.chains import STEPS, family, queue_for
 from workers.context import Context, get_context
-from workers.dispatch import send_step
 from workers.errors import JobCancelled, PermanentError, describe, is_transient
 from workers.retention_hook import apply_schedule_retention
 
@@ -99,7 +99,7 @@ def run_step(step: str, job_id: str) -> None:
                 lease.release()
                 return
     lease.keep_renewed()
-    # The reaper's sign of life for this job while the step runs (see shared/heartbeat.py).
+    # The reaper's sign of life for this job while the step runs (see shared/adapters/heartbeat.py).
     heartbeat = JobHeartbeat(ctx.redis, ctx.config.key_prefix, job_id,
                              beat_interval(ctx.config.reaper_grace_seconds)).start()
     ended = True

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 
-from shared.backups import Manifest, backup_prefix, new_backup_id, qbm_version, snapshot_key, write_manifest
-from shared.qdrant import QdrantClient, QdrantError
-from shared.storage.base import Cancelled
-from shared.timeutil import parse_iso, utcnow_iso
+from shared.adapters.qdrant import QdrantClient, QdrantError
+from shared.adapters.storage.base import Cancelled
+from shared.domain.manifest import Manifest, backup_prefix, new_backup_id, qbm_version, snapshot_key, write_manifest
+from shared.runtime.timeutil import parse_iso, utcnow_iso
 from workers.context import Context, Progress, cancel_check, raise_if_cancelled
 from workers.errors import JobCancelled, PermanentError
 

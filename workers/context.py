@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 import redis
 
-from shared import redis_conn
-from shared.config import Config, load_config
-from shared.jobs import JobStore
-from shared.metrics import TransferMeter, record_job_end
-from shared.qdrant import QdrantClient
-from shared.secret_box import SecretKeyError
-from shared.storage import Storage, from_config
-from shared.storage_configs import StorageConfigNotFound, StorageConfigStore
+from shared.adapters import redis_conn
+from shared.adapters.qdrant import QdrantClient
+from shared.adapters.secret_box import SecretKeyError
+from shared.adapters.storage import Storage, from_config
+from shared.records.job_store import JobStore
+from shared.records.storage_configs import StorageConfigNotFound, StorageConfigStore
+from shared.runtime.config import Config, load_config
+from shared.runtime.metrics import TransferMeter, record_job_end
 from workers.errors import JobCancelled, PermanentError
 
 log = logging.getLogger("qbm.worker")
@@ -57,7 +57,7 @@ class Context:
         return cfg, from_config(cfg, allowed_roots=self.config.storage_roots)
 
     def transfer_meter(self, job: dict, direction: str, backend: str) -> TransferMeter:
-        """Byte counts and the active-transfer gauge for GET /metrics (see shared/metrics.py)."""
+        """Byte counts and the active-transfer gauge for GET /metrics (see shared/runtime/metrics.py)."""
         return TransferMeter(self.redis, self.config.key_prefix, direction=direction, backend=backend,
                              job_id=job["id"])
 

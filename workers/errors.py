@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import redis
 
-from shared.backups import ManifestError
-from shared.qdrant import QdrantError, QdrantUnavailable
-from shared.storage.base import BucketNotFound, InvalidKey, ObjectNotFound, PermissionDenied, StorageError
+from shared.adapters.qdrant import QdrantError, QdrantUnavailable
+from shared.adapters.storage.base import BucketNotFound, InvalidKey, ObjectNotFound, PermissionDenied, StorageError
+from shared.domain.manifest import ManifestError
 
 
 class PermanentError(Exception):

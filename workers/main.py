@@ -19,8 +19,8 @@ import shutil
 import sys
 import tempfile
 
-from shared.config import ConfigError, load_config
-from shared.logs import setup_logging
+from shared.runtime.config import ConfigError, load_config
+from shared.runtime.logs import setup_logging
 
 
 def main() -> int:

@@ -14,9 +14,9 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import BinaryIO
 
-from shared.backups import Manifest, read_manifest
-from shared.qdrant import QdrantError
-from shared.storage.base import ObjectNotFound
+from shared.adapters.qdrant import QdrantError
+from shared.adapters.storage.base import ObjectNotFound
+from shared.domain.manifest import Manifest, read_manifest
 from workers.context import Context, Progress, cancel_check
 from workers.errors import JobCancelled, PermanentError
 

@@ -3,17 +3,17 @@
 Runs in the worker right after the backup's manifest is written and before the job is marked completed, so
 "completed" means the new backup exists *and* old ones are pruned (their ids are recorded in
 ``metadata.retention_deleted``). Retention is housekeeping: any failure is logged and never fails the
-backup, and the next scheduled backup tries again. The rules themselves are in :mod:`shared.retention`.
+backup, and the next scheduled backup tries again. The rules themselves are in :mod:`shared.domain.retention`.
 """
 
 from __future__ import annotations
 
 import logging
 
-from scheduler.store import ScheduleNotFound, ScheduleStore
-from shared.retention import Policy, protected_names, prune
-from shared.timeutil import utcnow
-from workers.chains import family
+from shared.domain.retention import Policy, protected_names, prune
+from shared.pipeline.chains import family
+from shared.runtime.timeutil import utcnow
+from shared.schedules.store import ScheduleNotFound, ScheduleStore
 from workers.context import Context
 
 log = logging.getLogger("qbm.worker.retention")

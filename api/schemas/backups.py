@@ -7,7 +7,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields
 
-from shared.validation import COLLECTION_NAME_PATTERN
+from shared.intake.names import COLLECTION_NAME_PATTERN
 
 _COLLECTION = ma.validate.Regexp(COLLECTION_NAME_PATTERN,
                                  error="must be 1-255 characters from A-Z, a-z, 0-9, '_', '.', '-'")

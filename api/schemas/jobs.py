@@ -1,4 +1,4 @@
-"""Backup and restore jobs. The request body's schema lives in :mod:`shared.job_requests` because the
+"""Backup and restore jobs. The request body's schema lives in :mod:`shared.intake.schema` because the
 scheduler creates jobs through the same code path and rules."""
 
 from __future__ import annotations
@@ -6,14 +6,14 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields
 
-from shared.job_requests import (  # noqa: F401 - re-exported for the API's views
+from shared.intake.schema import (  # noqa: F401 - re-exported for the API's views
     METADATA_NOTE,
     PRIORITIES,
     RESTORE_TYPES,
     SHARD_TYPES,
     JobCreateSchema,
 )
-from shared.jobs import JOB_STATUSES, JOB_TYPES
+from shared.records.job_store import JOB_STATUSES, JOB_TYPES
 
 
 class JobSchema(ma.Schema):

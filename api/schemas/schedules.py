@@ -5,8 +5,8 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields
 
-from scheduler.store import SCHEDULE_TYPES
-from scheduler.triggers import MIN_INTERVAL_SECONDS
+from shared.schedules.store import SCHEDULE_TYPES
+from shared.schedules.triggers import MIN_INTERVAL_SECONDS
 
 RUN_STATUSES = ("running", "completed", "failed", "skipped")
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.backups import manifest_key
-from shared.storage import LocalStorage
+from shared.adapters.storage import LocalStorage
+from shared.domain.manifest import manifest_key
 from tests.api.helpers import API, closed_port_url, error_of, result_of
 from tests.backup_factory import put_backup
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.jobs import JobStore
+from shared.records.job_store import JobStore
 from tests.api.helpers import API, error_of, result_of
 
 JOB_FIELDS = {"id", "type", "status", "collection_name", "shard_id", "snapshot_name", "progress", "error",

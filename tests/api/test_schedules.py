@@ -7,10 +7,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.store import ScheduleStore
-from shared.jobs import JobStore
-from shared.storage_configs import StorageConfigStore
-from shared.timeutil import parse_iso
+from shared.records.job_store import JobStore
+from shared.records.storage_configs import StorageConfigStore
+from shared.runtime.timeutil import parse_iso
+from shared.schedules.store import ScheduleStore
 from tests.api.helpers import API, error_of, result_of
 
 SCHEDULE_FIELDS = {"id", "name", "cron", "interval_seconds", "timezone", "collections", "type", "storage_id",

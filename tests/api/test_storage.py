@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from shared.jobs import JobStore
+from shared.records.job_store import JobStore
 from tests.api.helpers import API, error_of, result_of
 
 PUBLIC_FIELDS = {"id", "name", "type", "path", "s3_endpoint", "s3_bucket", "s3_region", "s3_access_key",

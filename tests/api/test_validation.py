@@ -1,10 +1,10 @@
-"""The name rules in shared/validation.py (shared by the API, workers and scheduler)."""
+"""The name rules in shared/intake/names.py (shared by the API, workers and scheduler)."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.validation import (
+from shared.intake.names import (
     MAX_SHARD_ID,
     InvalidName,
     check_backup_ref,

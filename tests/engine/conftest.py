@@ -17,9 +17,9 @@ from typing import Self
 
 import pytest
 
-from shared.config import Config
-from shared.jobs import JobStore
-from shared.redis_conn import connect
+from shared.adapters.redis_conn import connect
+from shared.records.job_store import JobStore
+from shared.runtime.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,7 @@ class QbmProcess:
 
     def start(self) -> Self:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen([sys.executable, "-m", "shared.cli", *self.args], env=self.env, cwd=REPO,
+        self.proc = subprocess.Popen([sys.executable, "-m", "qbm.cli", *self.args], env=self.env, cwd=REPO,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared.logs import JsonFormatter, log_context, register_secret
+from shared.runtime.logs import JsonFormatter, log_context, register_secret
 from tests.engine.conftest import REPO, wait_until
 from tests.engine.test_metrics import free_port
 
@@ -34,7 +34,7 @@ def fragments(secret: str, size: int = 12) -> set[str]:
 
 def start(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
     with open(log_path, "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "shared.cli", *args], env=env, cwd=REPO,
+        return subprocess.Popen([sys.executable, "-m", "qbm.cli", *args], env=env, cwd=REPO,
                                 stdout=log, stderr=log, start_new_session=True)
 
 
@@ -113,7 +113,7 @@ def test_full_backup_and_restore_logs_json_with_context_and_no_secret(
                 return False
 
         wait_until(api_up, timeout=60, what="qbm api to answer")
-        healthcheck = subprocess.run([sys.executable, "-m", "shared.healthcheck", "api"], env=env, cwd=REPO,
+        healthcheck = subprocess.run([sys.executable, "-m", "qbm.healthcheck", "api"], env=env, cwd=REPO,
                                      capture_output=True, text=True, timeout=30)
         assert healthcheck.returncode == 0, healthcheck.stdout
 

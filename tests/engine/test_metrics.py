@@ -16,9 +16,9 @@ import time
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.config import load_config
-from shared.healthcheck import check
-from shared.metrics_keys import scheduler_last_fire
+from qbm.healthcheck import check
+from shared.runtime.config import load_config
+from shared.runtime.metrics_keys import scheduler_last_fire
 from tests.engine.conftest import REPO, wait_for_job, wait_until
 from tests.engine.test_roundtrip import post_job, register_storage
 
@@ -102,7 +102,7 @@ def test_metrics_follow_one_backup_job(client, jobs, qdrant, start_worker, worke
 
 def test_scheduler_leadership_and_last_fire(client, worker_env, engine_config, redis_client):  # noqa: ANN001
     assert value(scrape(client), "qbm_scheduler_leader") == 0
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "scheduler"], env=worker_env, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "qbm.cli", "scheduler"], env=worker_env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: value(scrape(client), "qbm_scheduler_leader") == 1, timeout=30,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.backups import manifest_key
-from shared.storage import from_config
+from shared.adapters.storage import from_config
+from shared.domain.manifest import manifest_key
 from tests.engine.conftest import wait_for_job
 
 MiB = 1024 * 1024

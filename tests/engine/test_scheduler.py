@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.store import ScheduleStore
-from shared.jobs import JobStore
-from shared.timeutil import parse_iso
+from shared.records.job_store import JobStore
+from shared.runtime.timeutil import parse_iso
+from shared.schedules.store import ScheduleStore
 from tests.engine.conftest import SchedulerProcess, wait_for_job
 from tests.engine.test_roundtrip import post_job, register_storage, storage_backend
 
@@ -38,7 +38,7 @@ def start_scheduler(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Call
 
 @pytest.fixture
 def schedules(engine_config) -> ScheduleStore:  # noqa: ANN001
-    from shared.redis_conn import connect
+    from shared.adapters.redis_conn import connect
 
     return ScheduleStore(connect(engine_config.redis_url), engine_config.key_prefix)
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.backups import manifest_key
-from shared.jobs import JobStore
-from shared.redis_conn import from_config
+from shared.adapters.redis_conn import from_config
+from shared.domain.manifest import manifest_key
+from shared.records.job_store import JobStore
 from tests.engine.conftest import wait_for_job, wait_until
 from tests.engine.test_metrics import free_port
 from tests.engine.test_roundtrip import post_job, register_storage, sha256_of, storage_backend

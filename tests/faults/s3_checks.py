@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from shared.backups import manifest_key
+from shared.domain.manifest import manifest_key
 from tests.engine.test_roundtrip import sha256_of, storage_backend
 
 

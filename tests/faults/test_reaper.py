@@ -17,12 +17,12 @@ import pytest
 import redis
 
 from scheduler.reaper import Reaped, Reaper
-from shared.config import Config
-from shared.heartbeat import JobHeartbeat, heartbeat_key, redis_now_ms
-from shared.jobs import JobStore
+from shared.adapters.heartbeat import JobHeartbeat, heartbeat_key, redis_now_ms
+from shared.pipeline.broker import make_broker
+from shared.pipeline.dispatch import make_enqueuer, send_step
+from shared.records.job_store import JobStore
+from shared.runtime.config import Config
 from tests.engine.conftest import wait_until
-from workers.broker import make_broker
-from workers.dispatch import make_enqueuer, send_step
 
 GRACE = 2
 

@@ -15,9 +15,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-from shared.backups import manifest_key
-from shared.jobs import JobStore
-from shared.redis_conn import connect
+from shared.adapters.redis_conn import connect
+from shared.domain.manifest import manifest_key
+from shared.records.job_store import JobStore
 from tests.engine.conftest import SchedulerProcess, wait_for_job, wait_until
 from tests.engine.test_faults import files_under
 from tests.engine.test_roundtrip import post_job, register_storage, sha256_of, storage_backend

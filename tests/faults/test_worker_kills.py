@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shared.backups import manifest_key
+from shared.domain.manifest import manifest_key
 from tests.engine.conftest import wait_for_job, wait_until
 from tests.engine.test_faults import files_under
 from tests.engine.test_roundtrip import post_job, register_storage, sha256_of, storage_backend

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.fire import Firing
-from scheduler.store import ScheduleStore
-from shared.jobs import JobStore
-from shared.qdrant import QdrantClient
-from shared.storage_configs import StorageConfigStore
-from shared.submit import JobSubmitter
+from shared.adapters.qdrant import QdrantClient
+from shared.intake.submit import JobSubmitter
+from shared.records.job_store import JobStore
+from shared.records.storage_configs import StorageConfigStore
+from shared.schedules.firing import Firing
+from shared.schedules.store import ScheduleStore
 from tests.recorder import EnqueueRecorder
 
 

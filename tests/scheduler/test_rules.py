@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.store import handled_until
-from scheduler.timing import once_per_slot, plan_catch_up, wall_clock_slot
-from scheduler.triggers import InvalidSchedule, build_trigger, parse_crontab, ticks_between
-from shared.timeutil import to_iso
+from shared.runtime.timeutil import to_iso
+from shared.schedules.store import handled_until
+from shared.schedules.timing import once_per_slot, plan_catch_up, wall_clock_slot
+from shared.schedules.triggers import InvalidSchedule, build_trigger, parse_crontab, ticks_between
 
 BERLIN = ZoneInfo("Europe/Berlin")
 HOUR = timedelta(hours=1)

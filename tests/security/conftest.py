@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from api.app import create_app
-from shared.config import Config
+from shared.runtime.config import Config
 from tests.api.helpers import CheckedClient, SpecChecker
 from tests.recorder import EnqueueRecorder
 

@@ -31,7 +31,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events
 
 from api.app import create_app
-from shared.config import Config
+from shared.runtime.config import Config
 from tests.api.helpers import API
 from tests.recorder import EnqueueRecorder
 

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from shared.config import ConfigError, load_config
-from shared.storage import S3Storage
+from shared.adapters.storage import S3Storage
+from shared.runtime.config import ConfigError, load_config
 from tests.api.helpers import API, error_of, result_of
 from tests.security.conftest import FsGuard
 

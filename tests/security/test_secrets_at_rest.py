@@ -18,9 +18,9 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 
-from shared.config import ConfigError, load_config
-from shared.secret_box import ENCRYPTED_PREFIX, SecretBox, SecretKeyMissing, SecretUndecryptable
-from shared.storage_configs import StorageConfigStore
+from shared.adapters.secret_box import ENCRYPTED_PREFIX, SecretBox, SecretKeyMissing, SecretUndecryptable
+from shared.records.storage_configs import StorageConfigStore
+from shared.runtime.config import ConfigError, load_config
 from tests.api.helpers import API, error_of, result_of
 from tests.security.redis_dump import occurrences
 
@@ -106,7 +106,7 @@ def _rotate(redis_url: str, prefix: str, keys: str | None) -> subprocess.Complet
     env.update({"QBM_REDIS_URL": redis_url, "QBM_KEY_PREFIX": prefix})
     if keys is not None:
         env["QBM_SECRET_KEY"] = keys
-    return subprocess.run([sys.executable, "-m", "shared.cli", "rotate-secrets"], env=env, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "qbm.cli", "rotate-secrets"], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from shared.config import Config
-from shared.logs import JsonFormatter
+from shared.runtime.config import Config
+from shared.runtime.logs import JsonFormatter
 from tests.engine.conftest import (  # noqa: F401 - fixtures used by name
     WorkerProcess,
     engine_config,

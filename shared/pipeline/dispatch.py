@@ -11,12 +11,12 @@ import functools
 
 import dramatiq
 
-from shared.config import Config
-from shared.jobs import JobStore
-from shared.redis_conn import from_config
-from shared.submit import Enqueue
-from workers.broker import make_broker
-from workers.chains import STEPS, actor_name, next_step, queue_for
+from shared.adapters.redis_conn import from_config
+from shared.intake.submit import Enqueue
+from shared.pipeline.broker import make_broker
+from shared.pipeline.chains import STEPS, actor_name, next_step, queue_for
+from shared.records.job_store import JobStore
+from shared.runtime.config import Config
 
 
 def send_step(broker: dramatiq.Broker, job_type: str, step: str, job_id: str, *, delay_ms: int | None = None

@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from shared.config import Config
-from shared.redis_conn import RedisUnavailable, from_config
+from shared.adapters.redis_conn import RedisUnavailable, from_config
+from shared.runtime.config import Config
 
 log = logging.getLogger("qbm.bootstrap")
 
@@ -62,7 +62,7 @@ def ensure_default_storage(config: Config) -> dict | None:
     another API process is registering one right now, or the one configured cannot work (then the reason
     is logged and the operator registers one through the API).
     """
-    from shared.storage_configs import StorageConfigStore
+    from shared.records.storage_configs import StorageConfigStore
 
     client = from_config(config)
     store = StorageConfigStore(client, config.key_prefix, config.secret_keys)
@@ -79,9 +79,9 @@ def ensure_default_storage(config: Config) -> dict | None:
 
 
 def _register_default_s3(config: Config, store: Any) -> dict | None:
-    from shared.logs import register_secret
-    from shared.storage import StorageError
-    from shared.storage import from_config as storage_from_config
+    from shared.adapters.storage import StorageError
+    from shared.adapters.storage import from_config as storage_from_config
+    from shared.runtime.logs import register_secret
 
     register_secret(config.default_s3_secret_key)
     data = {
@@ -99,7 +99,7 @@ def _register_default_s3(config: Config, store: Any) -> dict | None:
     except StorageError as exc:
         log.error("QBM_DEFAULT_S3_* do not describe a usable bucket (%s); no default storage registered", exc)
         return None
-    from shared.secret_box import SecretKeyError
+    from shared.adapters.secret_box import SecretKeyError
 
     try:
         created = store.create(data)
@@ -112,7 +112,7 @@ def _register_default_s3(config: Config, store: Any) -> dict | None:
 
 
 def _register_default_local(config: Config, store: Any) -> dict | None:
-    from shared.storage import PathNotAllowed, check_local_path
+    from shared.adapters.storage import PathNotAllowed, check_local_path
 
     path = config.data_dir / "backups"
     try:

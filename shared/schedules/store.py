@@ -27,10 +27,10 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from scheduler.triggers import InvalidSchedule, check_interval, check_timezone, next_fire_time, parse_crontab
-from shared.metrics_keys import scheduler_last_fire
-from shared.timeutil import parse_iso, to_iso
-from shared.validation import InvalidName, check_collection_name
+from shared.intake.names import InvalidName, check_collection_name
+from shared.runtime.metrics_keys import scheduler_last_fire
+from shared.runtime.timeutil import parse_iso, to_iso
+from shared.schedules.triggers import InvalidSchedule, check_interval, check_timezone, next_fire_time, parse_crontab
 
 SCHEDULE_TYPES = ("backup", "shard_backup")
 ALL_COLLECTIONS = "*"

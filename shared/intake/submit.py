@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 import marshmallow as ma
 
-from shared.job_requests import JobCreateSchema
-from shared.jobs import JobNotFound, JobStore, StorageMissing, TransitionError
-from shared.storage_configs import StorageConfigStore
+from shared.intake.schema import JobCreateSchema
+from shared.records.job_store import JobNotFound, JobStore, StorageMissing, TransitionError
+from shared.records.storage_configs import StorageConfigStore
 
 log = logging.getLogger("qbm.submit")
 

@@ -1,4 +1,4 @@
-"""Container health checks: ``python -m shared.healthcheck api|worker|scheduler`` exits 0 when healthy.
+"""Container health checks: ``python -m qbm.healthcheck api|worker|scheduler`` exits 0 when healthy.
 
 Docker runs these inside each container (compose/docker-compose.yml), where neither curl nor a shell
 script is a given, and ``depends_on: condition: service_healthy`` waits on them. They check what would make
@@ -17,8 +17,8 @@ import sys
 import urllib.request
 from collections.abc import Sequence
 
-from shared.config import Config, ConfigError, load_config
-from shared.redis_conn import RedisUnavailable, from_config
+from shared.adapters.redis_conn import RedisUnavailable, from_config
+from shared.runtime.config import Config, ConfigError, load_config
 
 TIMEOUT = 3.0
 ROLES = ("api", "worker", "scheduler")
@@ -55,7 +55,7 @@ def check(role: str, config: Config) -> tuple[bool, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m shared.healthcheck", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m qbm.healthcheck", description=__doc__.splitlines()[0])
     parser.add_argument("role", choices=ROLES)
     return parser
 

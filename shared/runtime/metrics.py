@@ -23,8 +23,8 @@ from types import TracebackType
 
 import redis
 
-from shared.metrics_keys import active_transfers, metrics_hash
-from shared.timeutil import parse_iso
+from shared.runtime.metrics_keys import active_transfers, metrics_hash
+from shared.runtime.timeutil import parse_iso
 
 log = logging.getLogger("qbm.metrics")
 

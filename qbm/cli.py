@@ -17,8 +17,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from shared.config import Config, ConfigError, load_config
-from shared.redis_conn import RedisUnavailable, describe, from_config
+from shared.adapters.redis_conn import RedisUnavailable, describe, from_config
+from shared.runtime.config import Config, ConfigError, load_config
 
 EXIT_CONFIG = 2
 EXIT_REDIS = 3
@@ -41,7 +41,7 @@ def _say(message: str) -> None:
 
 
 def _setup(config: Config) -> None:
-    from shared.logs import setup_logging
+    from shared.runtime.logs import setup_logging
 
     setup_logging(config.log_level, config.secrets)
 
@@ -54,7 +54,7 @@ def _check_redis(config: Config) -> None:
 
 
 def run_api(config: Config, *, workers: int, threads: int) -> int:
-    from shared.bootstrap import ensure_default_storage
+    from qbm.bootstrap import ensure_default_storage
 
     ensure_default_storage(config)
     if not config.auth_enabled:
@@ -125,8 +125,8 @@ def run_scheduler(config: Config) -> int:
 def run_rotate_secrets(config: Config) -> int:
     """Re-encrypt every stored S3 secret with the first QBM_SECRET_KEY (step 3 of a key rotation; it also
     encrypts secrets an older QBM stored in the clear)."""
-    from shared.secret_box import SecretKeyError
-    from shared.storage_configs import StorageConfigStore
+    from shared.adapters.secret_box import SecretKeyError
+    from shared.records.storage_configs import StorageConfigStore
 
     if not config.secret_keys:
         return _fail(EXIT_CONFIG, "QBM_SECRET_KEY is not set: there is no key to encrypt with")
@@ -143,7 +143,7 @@ def run_rotate_secrets(config: Config) -> int:
 
 
 def run_up(config: Config, *, processes: int, threads: int) -> int:
-    from shared.bootstrap import resolve_redis
+    from qbm.bootstrap import resolve_redis
 
     try:
         config, embedded = resolve_redis(config, allow_embedded=True)
@@ -153,7 +153,7 @@ def run_up(config: Config, *, processes: int, threads: int) -> int:
         _say(f"no Redis answered on 127.0.0.1:6379 and QBM_REDIS_URL is not set: started an embedded "
              f"Redis at {embedded.socket} (data kept under {config.data_dir / 'redis'})")
     env = dict(os.environ, QBM_REDIS_URL=config.redis_url, QBM_DATA_DIR=str(config.data_dir))
-    me = [sys.executable, "-m", "shared.cli"]
+    me = [sys.executable, "-m", "qbm.cli"]
     supervisor = Supervisor()
     supervisor.add("api", [*me, "api"], env)
     supervisor.add("worker", [*me, "worker", "--processes", str(processes), "--threads", str(threads)], env)
@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="API + workers + scheduler on this machine (embedded Redis if none)")
     up.add_argument("--processes", type=int, default=int(os.environ.get("QBM_WORKER_PROCESSES", "1")))
     up.add_argument("--threads", type=int, default=int(os.environ.get("QBM_WORKER_THREADS", "2")))
-    from shared import client_cli
+    from qbm import client as client_cli
 
     client_cli.add_commands(sub)  # backup now, backups list, jobs list/watch: clients of a running API
     return parser
@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from shared import client_cli
+    from qbm import client as client_cli
 
     if args.command in client_cli.CLIENT_COMMANDS:
         return client_cli.run(args)  # needs only QBM_API_URL / QBM_API_KEY, not the server's configuration

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 def metrics_hash(prefix: str) -> str:
     """Counters and histogram buckets written by workers (HINCRBY / HINCRBYFLOAT); fields are
-    ``name|label=value|label=value`` (see :mod:`shared.metrics`)."""
+    ``name|label=value|label=value`` (see :mod:`shared.runtime.metrics`)."""
     return f"{prefix}metrics"
 
 

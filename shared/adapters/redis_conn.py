@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from shared.config import Config
+from shared.runtime.config import Config
 
 #: 0.1 + 0.2 + 0.4 + 0.8 + 8 x 1.0 s: a bit over ten seconds of retries, longer than a Sentinel failover takes
 #: with down-after-milliseconds of a few seconds.
@@ -95,6 +95,6 @@ def describe(config: Config) -> str:
 
 
 def _safe(url: str) -> str:
-    from shared.config import _redact_url
+    from shared.runtime.config import _redact_url
 
     return _redact_url(url)

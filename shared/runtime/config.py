@@ -187,8 +187,8 @@ def _deployment_settings(get: Callable[[str], str | None]) -> dict[str, Any]:
 def _security_settings(get: Callable[[str], str | None]) -> dict[str, Any]:
     """QBM_SECRET_KEY (comma-separated Fernet keys) and QBM_RECOVER_ALLOWED_HOSTS (comma-separated host or
     host:port), checked here so a typo stops the process at start instead of failing the first S3 save."""
-    from shared.recover_location import parse_host_entry
-    from shared.secret_box import GENERATE_HINT, is_fernet_key
+    from shared.adapters.secret_box import GENERATE_HINT, is_fernet_key
+    from shared.intake.recover_location import parse_host_entry
 
     keys = tuple(k.strip() for k in (get("QBM_SECRET_KEY") or "").split(",") if k.strip())
     for position, key in enumerate(keys, 1):

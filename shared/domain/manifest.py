@@ -14,8 +14,8 @@ import secrets
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 
-from shared.storage.base import ObjectNotFound, Storage
-from shared.timeutil import utcnow
+from shared.adapters.storage.base import ObjectNotFound, Storage
+from shared.runtime.timeutil import utcnow
 
 MANIFEST_NAME = "manifest.json"
 BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")

@@ -1,7 +1,7 @@
 """What a job request may say: the schema of POST /jobs' body, shared with the scheduler.
 
 It lives in ``shared`` because the scheduler creates jobs through the same code path as the API
-(:mod:`shared.submit`) and must apply exactly the same rules; the API documents and loads its body with
+(:mod:`shared.intake.submit`) and must apply exactly the same rules; the API documents and loads its body with
 this very class.
 """
 
@@ -13,8 +13,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields
 
-from shared.jobs import JOB_TYPES
-from shared.validation import (
+from shared.intake.names import (
     BACKUP_ID_PATTERN,
     COLLECTION_NAME_PATTERN,
     MAX_SHARD_ID,
@@ -22,6 +21,7 @@ from shared.validation import (
     check_backup_ref,
     check_collection_name,
 )
+from shared.records.job_store import JOB_TYPES
 
 PRIORITIES = ("replica", "snapshot", "no_sync")
 SHARD_TYPES = ("shard_backup", "shard_restore")

@@ -37,7 +37,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.helpers import MIN_PART_SIZE, check_bucket_name
 
-from shared.logs import register_secret
+from shared.runtime.logs import register_secret
 
 from .base import (
     BucketNotFound,

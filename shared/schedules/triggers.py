@@ -23,7 +23,7 @@ from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from shared.timeutil import parse_iso
+from shared.runtime.timeutil import parse_iso
 
 MIN_INTERVAL_SECONDS = 10
 _CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # cron numbering: 0 (and 7) = Sunday

@@ -1,6 +1,6 @@
 """The backup catalog: what backups a storage backend holds, read from their manifests, not from Redis.
 
-Storage is the truth: a backup exists exactly when its manifest exists (:mod:`shared.backups`), so the
+Storage is the truth: a backup exists exactly when its manifest exists (:mod:`shared.domain.manifest`), so the
 catalog survives losing Redis, and a backup copied into a bucket by hand shows up too.
 
 Cost: one listing of the backend (under ``{collection}/`` when a collection is given) and one manifest read
@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from shared.backups import MANIFEST_NAME, Manifest, ManifestError, backup_prefix, manifest_key, read_manifest
-from shared.storage.base import Storage
+from shared.adapters.storage.base import Storage
+from shared.domain.manifest import MANIFEST_NAME, Manifest, ManifestError, backup_prefix, manifest_key, read_manifest
 
 log = logging.getLogger("qbm.catalog")
 

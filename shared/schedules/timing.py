@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
 
-from scheduler.triggers import ticks_between
+from shared.schedules.triggers import ticks_between
 
 #: How many missed ticks are counted one by one before the count is reported as "at least".
 MAX_COUNTED = 100_000

@@ -10,7 +10,7 @@ shard schedule with ``keep_last: 2`` keeps two backups of every shard:
 * A backup that a pending or running restore job names (by backup id or by its Qdrant snapshot name) is
   never deleted: the restore is about to read it.
 
-Deleting removes the manifest first, then the data (:func:`shared.catalog.delete_backup`).
+Deleting removes the manifest first, then the data (:func:`shared.domain.catalog.delete_backup`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.backups import Manifest
-from shared.catalog import delete_backup, manifest_refs, read_all
-from shared.jobs import ACTIVE_STATUSES, JobStore
-from shared.storage.base import Storage
-from shared.timeutil import parse_iso
+from shared.adapters.storage.base import Storage
+from shared.domain.catalog import delete_backup, manifest_refs, read_all
+from shared.domain.manifest import Manifest
+from shared.records.job_store import ACTIVE_STATUSES, JobStore
+from shared.runtime.timeutil import parse_iso
 
 RESTORE_TYPES = ("restore", "shard_restore")
 ALL_SHARDS: Any = object()

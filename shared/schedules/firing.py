@@ -2,7 +2,7 @@
 
 Called by the leader for each tick (``fire_tick``: claimed first, so a tick runs once however many
 schedulers there are), at start for missed ticks (``catch_up``), and by POST /schedules/{id}/run (``run``).
-Jobs are created by :class:`shared.submit.JobSubmitter` -- the same validation, records and hand-off as
+Jobs are created by :class:`shared.intake.submit.JobSubmitter` -- the same validation, records and hand-off as
 POST /jobs -- and carry ``metadata.schedule_id`` (and ``scheduled_for``, the tick) so a finished backup
 knows whose retention applies.
 
@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from scheduler.store import ALL_COLLECTIONS, ScheduleNotFound, ScheduleStore, handled_until
-from scheduler.timing import is_too_late, plan_catch_up, wall_clock_slot
-from scheduler.triggers import InvalidSchedule, build_trigger, check_timezone, is_wall_clock
-from shared.qdrant import QdrantClient, QdrantError
-from shared.submit import HandOverFailed, InvalidJobRequest, JobSubmitter
-from shared.timeutil import to_iso, utcnow
+from shared.adapters.qdrant import QdrantClient, QdrantError
+from shared.intake.submit import HandOverFailed, InvalidJobRequest, JobSubmitter
+from shared.runtime.timeutil import to_iso, utcnow
+from shared.schedules.store import ALL_COLLECTIONS, ScheduleNotFound, ScheduleStore, handled_until
+from shared.schedules.timing import is_too_late, plan_catch_up, wall_clock_slot
+from shared.schedules.triggers import InvalidSchedule, build_trigger, check_timezone, is_wall_clock
 
 log = logging.getLogger("qbm.scheduler")
 

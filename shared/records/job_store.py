@@ -29,7 +29,7 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from shared.timeutil import to_iso
+from shared.runtime.timeutil import to_iso
 
 JOB_TYPES = ("backup", "restore", "shard_backup", "shard_restore")
 JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")

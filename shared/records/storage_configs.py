@@ -9,7 +9,7 @@ default" holds by construction and changing the default is a single atomic SET.
 The S3 secret key is stored in the hash field ``s3_secret_key`` but never appears in a public dict; only
 ``get(..., with_secret=True)`` (used to build a storage client) returns it. It passes through
 :meth:`StorageConfigStore._encode_secret` / :meth:`StorageConfigStore._decode_secret` on the way in and
-out, which encrypt it with the QBM_SECRET_KEY keys given to the store (:mod:`shared.secret_box`): Redis only
+out, which encrypt it with the QBM_SECRET_KEY keys given to the store (:mod:`shared.adapters.secret_box`): Redis only
 ever holds a Fernet token. A store built without keys refuses to store a secret (SecretKeyMissing).
 """
 
@@ -25,9 +25,9 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import WatchError
 
-from shared.jobs import StorageRef
-from shared.secret_box import SecretBox
-from shared.timeutil import to_iso
+from shared.adapters.secret_box import SecretBox
+from shared.records.job_store import StorageRef
+from shared.runtime.timeutil import to_iso
 
 STORAGE_TYPES = ("local", "s3")
 
