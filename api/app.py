@@ -10,25 +10,18 @@ from flask import Flask
 
 from api import auth
 from api.envelope import Blueprint, QbmApi, error_response, handle_unexpected, start_timer
-from api.services import Services
-from shared.adapters.qdrant import QdrantClient, QdrantError, QdrantUnavailable
-from shared.adapters.redis_conn import from_config
+from shared.adapters.qdrant import QdrantError, QdrantUnavailable
 from shared.adapters.secret_box import SecretKeyError
-from shared.pipeline.dispatch import Enqueue, make_enqueuer
-from shared.records.job_store import JobNotFound, JobStore
-from shared.records.storage_configs import StorageConfigNotFound, StorageConfigStore
+from shared.intake.submit import Enqueue
+from shared.records.job_store import JobNotFound
+from shared.records.storage_configs import StorageConfigNotFound
 from shared.runtime.config import Config
+from shared.services import Services
 
 log = logging.getLogger("qbm.api")
 
 API_PREFIX = "/api/v1"
 SWAGGER_UI_CDN = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
-
-#: The API answers people and dashboards: fail over to "unavailable" quickly rather than retrying for long.
-QDRANT_RETRIES = 2
-QDRANT_BACKOFF = 0.2
-QDRANT_CONNECT_TIMEOUT = 3.0
-
 
 def version() -> str:
     try:
@@ -41,7 +34,7 @@ def create_app(config: Config, *, enqueue: Enqueue | None = None) -> Flask:
     """Build the API for ``config``.
 
     ``enqueue`` hands a stored job id to the workers; it defaults to
-    :func:`shared.pipeline.dispatch.make_enqueuer` and is a parameter so tests can observe the hand-off.
+    the workers' queues (:class:`shared.services.Services`) and is a parameter so tests can observe the hand-off.
     Nothing here connects yet: Redis and Qdrant are reached per request, so the API starts (and answers
     /healthz, /readyz) even while they are down.
     """
@@ -68,23 +61,7 @@ def create_app(config: Config, *, enqueue: Enqueue | None = None) -> Flask:
     )
     app.json.sort_keys = False  # keep "status", "time", "result" in the contract's order
 
-    redis_client = from_config(config)
-    qdrant = QdrantClient(
-        config.qdrant_url,
-        config.qdrant_api_key,
-        connect_timeout=QDRANT_CONNECT_TIMEOUT,
-        read_timeout=config.qdrant_read_timeout,
-        retries=QDRANT_RETRIES,
-        backoff=QDRANT_BACKOFF,
-    )
-    app.extensions["qbm"] = Services(
-        config=config,
-        redis=redis_client,
-        jobs=JobStore(redis_client, config.key_prefix),
-        storage_configs=StorageConfigStore(redis_client, config.key_prefix, config.secret_keys),
-        qdrant=qdrant,
-        enqueue=enqueue if enqueue is not None else make_enqueuer(config),
-    )
+    app.extensions["qbm"] = Services(config, enqueue=enqueue, interactive=True)
 
     app.before_request(start_timer)
     app.before_request(auth.check_request)

@@ -23,7 +23,7 @@ from api.schemas.backups import (
     PruneSchema,
 )
 from api.services import services
-from shared.adapters.storage import Storage, StorageError, from_config
+from shared.adapters.storage import Storage, StorageError
 from shared.domain.catalog import BackupNotFound, delete_backup, entry, find_backup, list_backups
 from shared.domain.retention import Policy, protected_names, prune
 from shared.intake.names import InvalidName, check_backup_ref
@@ -47,7 +47,7 @@ def _open(storage_id: str | None, *, field: str | None) -> tuple[str, Storage]:
             storage_id = svc.submitter.default_storage()
         if not storage_id_format_ok(storage_id):
             raise StorageConfigNotFound(storage_id[:80])
-        cfg = svc.storage_configs.get(storage_id, with_secret=True)
+        return storage_id, svc.open_storage(storage_id)[1]
     except InvalidJobRequest as exc:
         abort(422, message=f"{field or 'storage_id'}: {exc.message}")
         raise
@@ -56,8 +56,6 @@ def _open(storage_id: str | None, *, field: str | None) -> tuple[str, Storage]:
             abort(404, message=f"storage backend {storage_id[:80]} not found")
         abort(422, message=f"{field}: storage backend {storage_id[:80]} does not exist")
         raise
-    try:
-        return storage_id, from_config(cfg, allowed_roots=svc.config.storage_roots)
     except StorageError as exc:  # the stored config itself is unusable (path outside the roots, bad bucket name)
         message = f"storage backend {storage_id} cannot be used: {exc}"
         if field is None:

@@ -327,7 +327,7 @@ def list_shard_snapshots(name: str, shardId: str) -> list[dict]:  # noqa: N803 -
     """Snapshots of one shard"""
     name = checked_collection(name)
     shard = checked_shard(shardId)
-    return [snapshot_view(s) for s in services().qdrant.list_shard_snapshots(name, shard)]
+    return [snapshot_view(s) for s in services().qdrant.list_snapshots(name, shard_id=shard)]
 
 
 @blp.route("/collections/<name>/shards/<shardId>/snapshots", methods=["POST"],
@@ -343,7 +343,7 @@ def create_shard_snapshot(args: dict, name: str, shardId: str) -> dict | Respons
     """
     name = checked_collection(name)
     shard = checked_shard(shardId)
-    created = services().qdrant.create_shard_snapshot(name, shard, wait=args["wait"])
+    created = services().qdrant.create_snapshot(name, shard_id=shard, wait=args["wait"])
     if not args["wait"] or created is None:
         return ok_response(None, 202)
     return snapshot_view(created)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import http
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from functools import wraps
 from typing import Any
 
@@ -24,6 +24,8 @@ from flask_smorest import Blueprint as SmorestBlueprint
 from flask_smorest.utils import resolve_schema_instance
 from marshmallow import fields
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from shared.intake.schema import flatten_errors
 
 log = logging.getLogger("qbm.api")
 
@@ -171,20 +173,6 @@ def error_response(status: int, message: str, headers: Mapping[str, str] | None 
 _LOCATIONS = {"json": "body", "query": "query", "path": "path", "view_args": "path"}
 
 
-def _flatten(errors: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
-    if isinstance(errors, Mapping):
-        for key, value in errors.items():
-            yield from _flatten(value, (*path, str(key)))
-    elif isinstance(errors, list | tuple):
-        if all(isinstance(e, str) for e in errors):
-            yield path, " ".join(errors)
-        else:
-            for item in errors:
-                yield from _flatten(item, path)
-    else:
-        yield path, str(errors)
-
-
 def validation_message(messages: Any) -> str:
     """Turn webargs/marshmallow error dicts into one line that names each field.
 
@@ -192,8 +180,8 @@ def validation_message(messages: Any) -> str:
     ``"metadata.storage_id: Not a string."``; errors about the whole body (``_schema``) name the body.
     """
     parts = []
-    for path, text in _flatten(messages):
-        names = [p for p in path if p != "_schema"]
+    for path, text in flatten_errors(messages):
+        names = list(path)
         location = None
         if names and names[0] in _LOCATIONS:
             location = _LOCATIONS[names.pop(0)]

@@ -58,7 +58,7 @@ def list_jobs(args: dict) -> dict:
     items, total = services().jobs.list(
         status=args.get("status"), type=args.get("type"), page=page, limit=args["limit"]
     )
-    return {"items": items, "total": total, "page": args["page"], "limit": args["limit"]}
+    return {"items": [job.to_dict() for job in items], "total": total, "page": args["page"], "limit": args["limit"]}
 
 
 @blp.route("/jobs", methods=["POST"])
@@ -73,7 +73,7 @@ def create_job(body: dict) -> dict:
     written into the job's metadata.
     """
     try:
-        return services().submitter.submit(body, validated=True)
+        return services().submitter.submit(body, validated=True).to_dict()
     except InvalidJobRequest as exc:
         abort(422, message=str(exc))
     except HandOverFailed as exc:
@@ -86,7 +86,7 @@ def create_job(body: dict) -> dict:
 @blp.errors(401, 404, 503)
 def get_job(id: str) -> dict:  # noqa: A002 - the contract's name
     """One job"""
-    return services().jobs.get(_job_id(id))
+    return services().jobs.get(_job_id(id)).to_dict()
 
 
 @blp.route("/jobs/<id>/cancel", methods=["POST"], parameters=[ID_PARAM])
@@ -99,7 +99,7 @@ def cancel_job(id: str) -> dict:  # noqa: A002
     409 for a job that is completed, failed or already cancelled.
     """
     try:
-        return services().jobs.transition(_job_id(id), "cancelled")
+        return services().jobs.transition(_job_id(id), "cancelled").to_dict()
     except TransitionError as exc:
         abort(409, message=f"job {id} is {exc.current}; only pending or running jobs can be cancelled")
         raise
@@ -120,5 +120,5 @@ def retry_job(id: str) -> dict | Response:  # noqa: A002
     except TransitionError as exc:
         abort(409, message=f"job {id} is {exc.current}; only failed or cancelled jobs can be retried")
         raise
-    _hand_over(job["id"])
-    return job
+    _hand_over(job.id)
+    return job.to_dict()

@@ -21,10 +21,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from api.envelope import Blueprint
-from api.services import Services, services
+from api.services import services
+from shared.pipeline import dramatiq_keys
 from shared.pipeline.chains import STEPS, queue_for
 from shared.runtime import metrics as m
 from shared.runtime.metrics_keys import active_transfers, metrics_hash, scheduler_last_fire, scheduler_leader
+from shared.services import Services
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics (no API key needed)")
 
@@ -100,11 +102,10 @@ class RedisCollector:
         return family
 
     def _queues(self, client: redis.Redis, prefix: str) -> Iterator[Metric]:
-        namespace = f"{prefix}dramatiq"
         pipe = client.pipeline(transaction=False)
         for queue in QUEUES:
-            pipe.llen(f"{namespace}:{queue}")
-            pipe.llen(f"{namespace}:{queue}.DQ")
+            pipe.llen(dramatiq_keys.queue_list(prefix, queue))
+            pipe.llen(dramatiq_keys.queue_list(prefix, queue, delayed=True))
         lengths = pipe.execute()
         depth = GaugeMetricFamily("qbm_queue_depth", "Step messages waiting for a worker, by queue.",
                                   labels=["queue"])

@@ -47,7 +47,7 @@ def run_status(record: dict[str, Any], jobs: JobStore) -> str:
     statuses = []
     for job_id in record.get("job_ids") or []:
         try:
-            statuses.append(jobs.get(job_id)["status"])
+            statuses.append(jobs.get(job_id).status)
         except JobNotFound:
             continue  # deleted since; it no longer tells us anything
     if any(s in ("pending", "running") for s in statuses):

@@ -82,7 +82,7 @@ WORKER_QUEUES = ("backups", "restores")
 
 def worker_command(processes: int, threads: int, queues: Sequence[str]) -> list[str]:
     return [
-        sys.executable, "-m", "workers.main", "workers.actors",
+        sys.executable, "-m", "workers.main", "workers.process",
         "--processes", str(processes), "--threads", str(threads),
         "--queues", *queues,
         "--worker-shutdown-timeout", "30000",
@@ -93,7 +93,7 @@ def worker_command(processes: int, threads: int, queues: Sequence[str]) -> list[
 def run_worker(config: Config, *, processes: int, threads: int, queues: Sequence[str]) -> int:
     """Run Dramatiq's worker master under a supervisor loop.
 
-    Dramatiq's master stops every child and exits when one child dies (STACK_NOTES), which would leave a
+    Dramatiq's master stops every child and exits when one child dies (Dramatiq 2.x), which would leave a
     machine with no workers; we restart it, and stop for good only on SIGTERM/SIGINT.
     """
     env = dict(os.environ, dramatiq_queue_prefetch="1", QBM_REDIS_URL=config.redis_url)

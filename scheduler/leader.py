@@ -30,6 +30,15 @@ def holder_id() -> str:
 
 
 class Leadership:
+    """This process's side of the leader lease.
+
+    Why a lease in Redis: schedulers run on several machines for availability, but each tick must fire once.
+    Whoever holds ``{prefix}scheduler:leader`` fires; it renews the lease on every poll, and if it dies the
+    lease expires after ``ttl_seconds`` and another process takes over. :meth:`confirm` is asked again right
+    before a fire, so a process that stalled (GC pause, lost network) past its lease does not fire a tick the
+    new leader fires too; the per-tick claims in the schedule store catch the rest.
+    """
+
     def __init__(self, client: redis.Redis, prefix: str, ttl_seconds: int, holder: str | None = None) -> None:
         self.holder = holder or holder_id()
         self.ttl = float(ttl_seconds)

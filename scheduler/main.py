@@ -15,15 +15,10 @@ from datetime import datetime, timedelta
 from scheduler.leader import Leadership
 from scheduler.reaper import Reaper
 from scheduler.runner import ScheduleRunner
-from shared.adapters.qdrant import QdrantClient
-from shared.adapters.redis_conn import from_config
-from shared.intake.submit import JobSubmitter
-from shared.records.job_store import JobStore
-from shared.records.storage_configs import StorageConfigStore
 from shared.runtime.config import Config
 from shared.runtime.timeutil import utcnow
 from shared.schedules.firing import Firing
-from shared.schedules.store import ScheduleStore
+from shared.services import Services
 
 log = logging.getLogger("qbm.scheduler")
 
@@ -33,25 +28,21 @@ POLL_SECONDS = 1.0
 
 class SchedulerProcess:
     def __init__(self, config: Config) -> None:
-        from shared.pipeline.dispatch import make_enqueuer
-
-        client = from_config(config)  # follows a Sentinel failover when configured
-        self.store = ScheduleStore(client, config.key_prefix)
-        self.leadership = Leadership(client, config.key_prefix, config.scheduler_lease_seconds)
+        svc = Services(config)  # its Redis client follows a Sentinel failover when configured
+        self.store = svc.schedules
+        self.leadership = Leadership(svc.redis, config.key_prefix, config.scheduler_lease_seconds)
         self.grace_seconds = config.misfire_grace_seconds
         self.firing = Firing(
             schedules=self.store,
-            submitter=JobSubmitter(JobStore(client, config.key_prefix),
-                                   StorageConfigStore(client, config.key_prefix, config.secret_keys),
-                                   make_enqueuer(config)),
-            qdrant=QdrantClient(config.qdrant_url, config.qdrant_api_key),
+            submitter=svc.submitter,
+            qdrant=svc.qdrant,
             grace=timedelta(seconds=config.misfire_grace_seconds),
             holder=self.leadership.holder,
             may_fire=self.leadership.confirm,
         )
         self.runner: ScheduleRunner | None = None
         #: Re-enqueues (or fails) jobs whose message was lost; runs only while leading (scheduler/reaper.py).
-        self.reaper = Reaper(client, config.key_prefix, make_enqueuer(config), config.reaper_grace_seconds)
+        self.reaper = Reaper(svc.redis, config.key_prefix, svc.enqueue, config.reaper_grace_seconds)
 
     def _fire(self, schedule_id: str, tick: datetime | None = None) -> None:
         """APScheduler's job function; :class:`scheduler.runner.TickExecutor` always passes the tick (the

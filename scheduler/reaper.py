@@ -37,9 +37,10 @@ from dataclasses import dataclass
 import redis
 
 from shared.adapters.heartbeat import heartbeat_key, redis_now_ms
+from shared.pipeline import dramatiq_keys
 from shared.pipeline.chains import queue_for
 from shared.records.job_store import JobNotFound, JobStore, TransitionError
-from shared.runtime.timeutil import parse_iso
+from shared.runtime.timeutil import parse_iso, text
 
 log = logging.getLogger("qbm.reaper")
 
@@ -87,6 +88,13 @@ class _Message:
 
 
 class Reaper:
+    """Finds pending or running jobs that nothing will move forward any more, and sends them again.
+
+    Why: a job only advances through its Dramatiq message, and some failures lose the message without a
+    trace (see the module docstring); without the reaper such a job would read ``running`` for ever. Runs
+    in the scheduler leader only (one pass at a time across the deployment), every :attr:`interval` seconds.
+    """
+
     def __init__(self, client: redis.Redis, prefix: str, enqueue: Enqueue, grace_seconds: int, *,
                  max_requeues: int = MAX_REQUEUES) -> None:
         self.client = client
@@ -97,7 +105,6 @@ class Reaper:
         self.max_requeues = max_requeues
         #: Seconds between passes.
         self.interval = max(1.0, min(10.0, grace_seconds / 4))
-        self._namespace = f"{prefix}dramatiq"
         self._claim = client.register_script(_CLAIM_LUA)
         self._next_pass = 0.0
 
@@ -117,9 +124,9 @@ class Reaper:
         pipe.zrange(f"{self.prefix}jobs:status:running", 0, -1, withscores=True)
         pipe.zrange(f"{self.prefix}jobs:status:pending", 0, -1, withscores=True)
         beats_raw, running_raw, pending_raw = pipe.execute()
-        beats = {_text(m): int(s) for m, s in beats_raw}
-        active = {_text(m): ("running", int(s) // 1000) for m, s in running_raw}
-        active.update({_text(m): ("pending", int(s) // 1000) for m, s in pending_raw})
+        beats = {text(m): int(s) for m, s in beats_raw}
+        active = {text(m): ("running", int(s) // 1000) for m, s in running_raw}
+        active.update({text(m): ("pending", int(s) // 1000) for m, s in pending_raw})
 
         ended = [job_id for job_id in beats if job_id not in active]
         if ended:  # a worker could not remove its entry (or the job was deleted): forget it
@@ -156,7 +163,7 @@ class Reaper:
         out = {}
         for job_id, (jtype, started) in zip(job_ids, pipe.execute(), strict=True):
             if jtype is not None:
-                out[job_id] = {"type": _text(jtype), "started_at": _text(started) if started else None}
+                out[job_id] = {"type": text(jtype), "started_at": text(started) if started else None}
         return out
 
     @staticmethod
@@ -172,16 +179,17 @@ class Reaper:
         so a healthy deployment never pays for it."""
         pipe = self.client.pipeline(transaction=False)
         for queue in sorted(queues):
-            pipe.hgetall(f"{self._namespace}:{queue}.msgs")
-            pipe.hgetall(f"{self._namespace}:{queue}.DQ.msgs")
-            pipe.lrange(f"{self._namespace}:{queue}.DQ", 0, -1)
+            pipe.hgetall(dramatiq_keys.messages_hash(self.prefix, queue))
+            pipe.hgetall(dramatiq_keys.messages_hash(self.prefix, queue, delayed=True))
+            pipe.lrange(dramatiq_keys.queue_list(self.prefix, queue, delayed=True), 0, -1)
         replies = pipe.execute()
         found: dict[str, list[_Message]] = {}
         for index, queue in enumerate(sorted(queues)):
             ready, delayed, delay_list = replies[3 * index: 3 * index + 3]
             waiting = set(delay_list)
-            for hash_key, entries, is_delayed in ((f"{self._namespace}:{queue}.msgs", ready, False),
-                                                  (f"{self._namespace}:{queue}.DQ.msgs", delayed, True)):
+            for hash_key, entries, is_delayed in (
+                    (dramatiq_keys.messages_hash(self.prefix, queue), ready, False),
+                    (dramatiq_keys.messages_hash(self.prefix, queue, delayed=True), delayed, True)):
                 for field, data in entries.items():
                     try:
                         body = json.loads(data)
@@ -234,6 +242,3 @@ class Reaper:
                     status, job_id, count, self.max_requeues, silent_s, extra=extra)
         return Reaped(job_id, "requeued", status, silent_s)
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

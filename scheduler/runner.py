@@ -115,7 +115,3 @@ class ScheduleRunner:
         self._version = version
         log.info("schedules in effect: %d (version %d)", len(self._fingerprints), version)
         return True
-
-    def next_run_times(self) -> dict[str, datetime | None]:
-        """Schedule id -> the next run APScheduler has planned (for logs and tests)."""
-        return {job.id: job.next_run_time for job in self._scheduler.get_jobs()}

@@ -6,7 +6,7 @@ server (a thread) keeps every uploaded byte in memory and would hide whether *we
     python -m tests.storage_roundtrip '{"backend": {...}, "key": "...", "mib": 200, "tail": 12345}'
 
 prints one JSON line: size, sha256 computed independently while generating, the WriteResult, the sha256 of
-what iter_chunks read back, and RSS figures in MiB. With ``"max_read": N`` the chunks are handed over as a
+what a streaming read got back, and RSS figures in MiB. With ``"max_read": N`` the chunks are handed over as a
 readable source (the way a snapshot download is) that gives at most N bytes per read.
 """
 
@@ -81,9 +81,10 @@ def main(spec: dict) -> dict:
     after_write = _maxrss_mib()
     readback = hashlib.sha256()
     read_size = 0
-    for chunk in storage.iter_chunks(spec["key"]):
-        readback.update(chunk)
-        read_size += len(chunk)
+    with storage.open(spec["key"]) as reader:
+        while chunk := reader.read(1024 * 1024):
+            readback.update(chunk)
+            read_size += len(chunk)
     return {
         "expected_size": spec["mib"] * 1024 * 1024 + spec["tail"],
         "expected_sha256": expected.hexdigest(),

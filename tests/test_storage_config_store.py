@@ -13,6 +13,12 @@ from shared.records.storage_configs import PUBLIC_FIELDS, StorageConfigNotFound,
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 
 
+def default_of(store: StorageConfigStore, *, with_secret: bool = False) -> dict | None:
+    """The default config, as the API finds it: the default pointer, then that config."""
+    default_id = store.default_id()
+    return store.get(default_id, with_secret=with_secret) if default_id else None
+
+
 @pytest.fixture
 def store(redis_client: redis.Redis, key_prefix: str, secret_key: str) -> StorageConfigStore:
     return StorageConfigStore(redis_client, key_prefix, (secret_key,))
@@ -67,14 +73,14 @@ def test_the_secret_only_comes_back_when_asked_for(
     assert_public(store.get(created["id"]))
     for config in store.list():
         assert_public(config)
-    assert_public(store.get_default() or {})
+    assert_public(default_of(store) or {})
     updated = store.update(created["id"], {"name": "offsite-2", "s3_secret_key": SECRET})
     assert_public(updated)
 
     with_secret = store.get(created["id"], with_secret=True)
     assert with_secret["s3_secret_key"] == SECRET
     assert {k: v for k, v in with_secret.items() if k != "s3_secret_key"} == store.get(created["id"])
-    assert (store.get_default(with_secret=True) or {})["s3_secret_key"] == SECRET
+    assert (default_of(store, with_secret=True) or {})["s3_secret_key"] == SECRET
     # stored under its own field name, so the encryption helper can find it
     assert redis_client.hexists(f"{key_prefix}storage:{created['id']}", "s3_secret_key")
 
@@ -141,7 +147,7 @@ def test_missing_configs_are_not_found(
         store.update("st_000000000000", {"name": "x", "is_default": True})
     with pytest.raises(StorageConfigNotFound):
         store.delete("st_000000000000")
-    assert store.get_default() is None
+    assert default_of(store) is None
     assert list(redis_client.scan_iter(match=f"{key_prefix}*")) == []
 
 
@@ -153,7 +159,7 @@ def test_delete(store: StorageConfigStore) -> None:
         store.get(gone["id"])
     assert store.list() == [keep]
     assert store.count() == 1
-    assert store.get_default() is None
+    assert default_of(store) is None
 
 
 def test_default_moves_and_is_only_cleared_by_its_owner(store: StorageConfigStore) -> None:
@@ -162,19 +168,19 @@ def test_default_moves_and_is_only_cleared_by_its_owner(store: StorageConfigStor
     b = store.create({"name": "b", "type": "local", "path": "/b", "is_default": True})
     assert b["is_default"]
     assert not store.get(a["id"])["is_default"]
-    assert (store.get_default() or {})["id"] == b["id"]
+    assert (default_of(store) or {})["id"] == b["id"]
 
     # a is not the default any more: saying "a is not default" must not clear b's default
     assert not store.update(a["id"], {"is_default": False})["is_default"]
-    assert (store.get_default() or {})["id"] == b["id"]
+    assert (default_of(store) or {})["id"] == b["id"]
 
     assert not store.update(b["id"], {"is_default": False})["is_default"]
-    assert store.get_default() is None
+    assert default_of(store) is None
     assert [c["is_default"] for c in store.list()] == [False, False]
 
     assert store.update(a["id"], {"is_default": True})["is_default"]
     store.delete(b["id"])
-    assert (store.get_default() or {})["id"] == a["id"]
+    assert (default_of(store) or {})["id"] == a["id"]
 
 
 def test_racing_threads_leave_exactly_one_default(store: StorageConfigStore) -> None:
@@ -204,4 +210,4 @@ def test_racing_threads_leave_exactly_one_default(store: StorageConfigStore) -> 
         assert not errors
         defaults = [c["id"] for c in store.list() if c["is_default"]]
         assert len(defaults) == 1
-        assert (store.get_default() or {})["id"] == defaults[0]
+        assert (default_of(store) or {})["id"] == defaults[0]

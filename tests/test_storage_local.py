@@ -248,7 +248,6 @@ def test_bad_keys_are_rejected_everywhere(store: LocalStorage, root: Path, outsi
         lambda: store.stat(key),
         lambda: store.exists(key),
         lambda: store.read_bytes(key),
-        lambda: store.iter_chunks(key),
         lambda: store.delete(key),
     ):
         with pytest.raises(InvalidKey):
@@ -430,7 +429,6 @@ def test_list_stat_exists_and_read(store: LocalStorage) -> None:
     assert store.read_bytes("ab") == b"4444"
     with store.open("a/sub/3") as fh:
         assert fh.read(2) == b"33" and fh.read() == b"3"
-    assert b"".join(store.iter_chunks("a/sub/3", chunk_size=2)) == b"333"
 
 
 def test_a_root_that_does_not_exist_yet_is_simply_empty(tmp_path: Path) -> None:
@@ -451,8 +449,6 @@ def test_missing_objects(store: LocalStorage) -> None:
             store.open(key)
         with pytest.raises(ObjectNotFound):
             store.read_bytes(key)
-        with pytest.raises(ObjectNotFound):  # raised by the call itself, before any iteration
-            store.iter_chunks(key)
 
 
 def test_read_bytes_refuses_big_objects(store: LocalStorage) -> None:

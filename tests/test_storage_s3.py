@@ -300,7 +300,6 @@ def test_list_stat_exists_and_read(store: S3Storage) -> None:
     assert store.read_bytes("ab") == b"4444"
     with store.open("a/sub/3") as fh:
         assert fh.read(2) == b"33" and fh.read() == b"3"
-    assert b"".join(store.iter_chunks("a/sub/3", chunk_size=2)) == b"333"
 
 
 def test_open_streams_and_can_be_closed_early(store: S3Storage) -> None:
@@ -313,7 +312,7 @@ def test_open_streams_and_can_be_closed_early(store: S3Storage) -> None:
 
 def test_missing_objects(store: S3Storage) -> None:
     for operation in (lambda: store.stat("missing"), lambda: store.open("missing"),
-                      lambda: store.read_bytes("missing"), lambda: store.iter_chunks("missing")):
+                      lambda: store.read_bytes("missing")):
         with pytest.raises(ObjectNotFound, match="no object 'missing' in bucket"):
             operation()
 

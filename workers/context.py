@@ -1,65 +1,43 @@
-"""What a step needs, built once per worker process from the environment's configuration."""
+"""What a step works with: the process's :class:`shared.services.Services` plus what only workers need.
+
+Built once per worker process (:func:`workers.process` builds it from the environment; tests build their own).
+"""
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import redis
-
-from shared.adapters import redis_conn
-from shared.adapters.qdrant import QdrantClient
 from shared.adapters.secret_box import SecretKeyError
-from shared.adapters.storage import Storage, from_config
+from shared.adapters.storage import Storage
+from shared.records.job import Job, JobStatus
 from shared.records.job_store import JobStore
-from shared.records.storage_configs import StorageConfigNotFound, StorageConfigStore
-from shared.runtime.config import Config, load_config
+from shared.records.storage_configs import StorageConfigNotFound
 from shared.runtime.metrics import TransferMeter, record_job_end
+from shared.services import Services
 from workers.errors import JobCancelled, PermanentError
 
 log = logging.getLogger("qbm.worker")
 
 
-@dataclass
-class Context:
-    config: Config
-    redis: redis.Redis
-    jobs: JobStore
-    storages: StorageConfigStore
-    qdrant: QdrantClient
-
-    @classmethod
-    def from_config(cls, config: Config) -> Context:
-        client = redis_conn.from_config(config)
-        return cls(
-            config=config,
-            redis=client,
-            jobs=JobStore(client, config.key_prefix),
-            storages=StorageConfigStore(client, config.key_prefix, config.secret_keys),
-            # The read timeout bounds how long a snapshot download may stall (QBM_QDRANT_READ_TIMEOUT).
-            qdrant=QdrantClient(config.qdrant_url, config.qdrant_api_key,
-                                read_timeout=config.qdrant_read_timeout),
-        )
-
-    def storage_for(self, job: dict) -> tuple[dict, Storage]:
-        storage_id = (job.get("metadata") or {}).get("storage_id")
+class Context(Services):
+    def storage_for(self, job: Job) -> tuple[dict, Storage]:
+        """The job's storage backend; a backend that vanished or cannot be decrypted fails the job."""
+        storage_id = job.storage_id
+        if not storage_id:
+            raise PermanentError("the job names no storage backend")
         try:
-            cfg = self.storages.get(storage_id, with_secret=True) if storage_id else None
+            return self.open_storage(storage_id)
         except StorageConfigNotFound:
-            cfg = None
+            raise PermanentError(f"storage backend {storage_id!r} no longer exists") from None
         except SecretKeyError as exc:  # the operator must fix QBM_SECRET_KEY; a retry after that works
             raise PermanentError(f"storage backend {storage_id!r}: {exc}") from None
-        if cfg is None:
-            raise PermanentError(f"storage backend {storage_id!r} no longer exists")
-        return cfg, from_config(cfg, allowed_roots=self.config.storage_roots)
 
-    def transfer_meter(self, job: dict, direction: str, backend: str) -> TransferMeter:
+    def transfer_meter(self, job: Job, direction: str, backend: str) -> TransferMeter:
         """Byte counts and the active-transfer gauge for GET /metrics (see shared/runtime/metrics.py)."""
         return TransferMeter(self.redis, self.config.key_prefix, direction=direction, backend=backend,
-                             job_id=job["id"])
+                             job_id=job.id)
 
     def record_job_end(self, job_id: str) -> None:
         """Add the ended job's run time to the duration histogram; a metrics problem never fails a job."""
@@ -68,14 +46,11 @@ class Context:
         except Exception as exc:  # noqa: BLE001
             log.warning("could not record job duration: %s", exc, extra={"job_id": job_id})
 
-    def lease_key(self, job: dict, collection: str) -> str:
+    def lease_key(self, job: Job) -> str:
+        """One job at a time per collection (or shard) it writes to: a backup's own, a restore's target."""
+        collection = job.target_collection if job.family == "restore" else job.collection_name
         base = f"{self.config.key_prefix}lock:c:{collection}"
-        return base if job.get("shard_id") is None else f"{base}:s:{job['shard_id']}"
-
-
-@functools.cache
-def get_context() -> Context:
-    return Context.from_config(load_config())
+        return base if job.shard_id is None else f"{base}:s:{job.shard_id}"
 
 
 class Progress:
@@ -103,12 +78,12 @@ def cancel_check(jobs: JobStore, job_id: str, every: float = 0.5) -> Callable[[]
         now = time.monotonic()
         if now - state["at"] >= every:
             state["at"] = now
-            state["ok"] = jobs.get(job_id)["status"] != "cancelled"
+            state["ok"] = jobs.get(job_id).status != JobStatus.CANCELLED
         return state["ok"]
 
     return should_continue
 
 
 def raise_if_cancelled(jobs: JobStore, job_id: str) -> None:
-    if jobs.get(job_id)["status"] == "cancelled":
+    if jobs.get(job_id).status == JobStatus.CANCELLED:
         raise JobCancelled(job_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import redis
 
-from shared.adapters.qdrant import QdrantError, QdrantUnavailable
+from shared.adapters.qdrant import QdrantError
 from shared.adapters.storage.base import BucketNotFound, InvalidKey, ObjectNotFound, PermissionDenied, StorageError
 from shared.domain.manifest import ManifestError
 
@@ -19,23 +19,19 @@ class PermanentError(Exception):
     """Fail the job now; the message is shown to the user as the job's ``error``."""
 
 
-class LockBusy(Exception):
-    """Another job holds the collection's lease; this step waits and runs again later."""
-
-
 class JobCancelled(Exception):
     """The user cancelled the job while a step was running."""
 
 
 def is_transient(exc: BaseException) -> bool:
+    """The one place that decides whether a step's failure is retried (Qdrant's own answers are judged by
+    :attr:`shared.adapters.qdrant.QdrantError.transient`)."""
     # A missing bucket or refused credentials will not fix themselves between retries: say so at once.
     if isinstance(exc, PermanentError | ManifestError | InvalidKey | ObjectNotFound | BucketNotFound
                   | PermissionDenied):
         return False
-    if isinstance(exc, QdrantUnavailable):
-        return True
     if isinstance(exc, QdrantError):
-        return exc.status is None or exc.status >= 500 or exc.status in (408, 429)
+        return exc.transient
     if isinstance(exc, StorageError | redis.RedisError | OSError | ConnectionError | TimeoutError):
         return True
     return False

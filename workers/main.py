@@ -1,4 +1,4 @@
-"""Dramatiq's worker master, started by ``qbm worker`` as ``python -m workers.main workers.actors ...``.
+"""Dramatiq's worker master, started by ``qbm worker`` as ``python -m workers.main workers.process ...``.
 
 A thin wrapper around ``dramatiq.cli.main`` for two things Dramatiq's own entry point cannot do:
 

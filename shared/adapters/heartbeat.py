@@ -1,10 +1,11 @@
 """Per-job heartbeats: how the reaper tells a job whose worker is gone from one that is slow or queued.
 
-While a worker runs a step it records "this job is alive" every few seconds, from a background thread that
-does not care what the step is doing (a snapshot creation may sit inside one HTTP call for hours). All
-heartbeats live in one sorted set, ``{prefix}jobs:heartbeat``: member the job id, score the time of the last
-beat in milliseconds *of the Redis server's clock* (``TIME`` inside a script), so workers, the scheduler and
-their clocks on different machines never have to agree.
+While a worker runs a step it records "this job is alive" every few seconds, from a background thread (the
+worker frame's pulse, which also renews the collection's lease) that does not care what the step is doing (a
+snapshot creation may sit inside one HTTP call for hours). All heartbeats live in one sorted set,
+``{prefix}jobs:heartbeat``: member the job id, score the time of the last beat in milliseconds *of the Redis
+server's clock* (``TIME`` inside a script), so workers, the scheduler and their clocks on different machines
+never have to agree.
 
 When a step ends without ending the job (the next step or a retry was queued) a last beat marks the hand-off:
 from then on the queued message is the job's sign of life. When the job ends, its entry is removed. The
@@ -14,7 +15,6 @@ reaper (:mod:`scheduler.reaper`) reads the set; nothing else does.
 from __future__ import annotations
 
 import logging
-import threading
 
 import redis
 
@@ -46,17 +46,15 @@ def redis_now_ms(client: redis.Redis) -> int:
 
 
 class JobHeartbeat:
-    """Beats for one job while one step runs. Redis errors are logged and skipped: a missed beat only matters
-    if beats stay missing for the whole grace period, and then the worker really cannot reach Redis."""
+    """Beats for one job while one step runs (the worker frame's pulse thread calls :meth:`beat`). Redis
+    errors are logged and skipped: a missed beat only matters if beats stay missing for the whole grace
+    period, and then the worker really cannot reach Redis."""
 
-    def __init__(self, client: redis.Redis, prefix: str, job_id: str, interval: float) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, job_id: str) -> None:
         self.key = heartbeat_key(prefix)
         self.job_id = job_id
-        self.interval = interval
         self._client = client
         self._beat_script = client.register_script(_BEAT_LUA)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def beat(self) -> bool:
         try:
@@ -66,25 +64,9 @@ class JobHeartbeat:
             log.debug("job heartbeat not recorded: %s", exc, extra={"job_id": self.job_id})
             return False
 
-    def start(self) -> JobHeartbeat:
-        self.beat()
-        self._stop.clear()
-
-        def loop() -> None:
-            while not self._stop.wait(self.interval):
-                self.beat()
-
-        self._thread = threading.Thread(target=loop, name=f"heartbeat:{self.job_id}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, *, job_ended: bool) -> None:
-        """Stop beating. ``job_ended``: forget the job (it completed, failed or was cancelled); otherwise beat
-        once more, marking when the job went back to the queue."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+    def finish(self, *, job_ended: bool) -> None:
+        """The step is over. ``job_ended``: forget the job (it completed, failed or was cancelled); otherwise
+        beat once more, marking when the job went back to the queue."""
         if not job_ended:
             self.beat()
             return

@@ -8,8 +8,6 @@ id, so the same job re-taking its own lease after a redelivery succeeds.
 
 from __future__ import annotations
 
-import threading
-
 import redis
 
 _RENEW = """
@@ -27,6 +25,13 @@ return 0
 
 
 class Lease:
+    """``key`` held by ``holder`` for ``ttl_ms`` unless renewed.
+
+    Why a lease and not a lock: the holder may die without releasing (see the module docstring), so holding
+    must cost a renewal every fraction of the TTL; whoever holds it renews it (the worker frame's pulse
+    thread, the scheduler's poll loop). Renewing and releasing are compare-and-set scripts, so a holder whose
+    lease expired and was taken by another can never extend or delete the new holder's lease.
+    """
     def __init__(self, client: redis.Redis, key: str, holder: str, ttl_ms: int = 60_000) -> None:
         self.client = client
         self.key = key
@@ -34,8 +39,6 @@ class Lease:
         self.ttl_ms = ttl_ms
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def acquire(self) -> bool:
         """Take the lease, or keep it if this holder already has it. False when someone else holds it."""
@@ -51,25 +54,4 @@ class Lease:
         return bool(self._renew(keys=[self.key], args=[self.holder, self.ttl_ms]))
 
     def release(self) -> None:
-        self.stop_renewing()
         self._release(keys=[self.key], args=[self.holder])
-
-    def keep_renewed(self) -> None:
-        """Renew in a background thread every third of the TTL until :meth:`stop_renewing`."""
-        self._stop.clear()
-
-        def loop() -> None:
-            while not self._stop.wait(self.ttl_ms / 3000):
-                try:
-                    self.renew()
-                except redis.RedisError:
-                    pass  # the next tick tries again; the TTL leaves room for two misses
-
-        self._thread = threading.Thread(target=loop, name=f"lease:{self.key}", daemon=True)
-        self._thread.start()
-
-    def stop_renewing(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None

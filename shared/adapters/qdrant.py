@@ -5,7 +5,8 @@ downloads and uploads in memory (qdrant-client#323, #324). Here every transfer s
 iterator of bounded chunks, uploads are a multipart body generated from a file object, so memory use does
 not grow with snapshot size.
 
-Wire details this client deals with (see SNAPSHOT_API.md):
+Wire details this client deals with (read from Qdrant's OpenAPI spec and source; the Qdrant double in
+``tests/qdrant_double`` behaves the same way):
 
 * Errors come as JSON ``{"status": {"error": "..."}}`` on most routes but as plain text on download routes
   and from the auth layer; both become :class:`QdrantError` with the HTTP status and Qdrant's message.
@@ -35,13 +36,14 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from shared.adapters.urllib3_stream import undecoded_stream
+
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 #: Iterating a snapshot download yields chunks this big: per chunk the reader pays a fixed Python cost (urllib3's
-#: read, the hand-over to the hashing thread, a write call), which at 1 MiB chunks held a local backup to ~0.8x of
-#: ``curl -o``. (Storage writes read with ``SnapshotDownload.readinto`` into their own reused buffers instead.)
+#: read, the hand-over to the hashing thread, a write call), so small chunks slow a backup down (figures in
+#: bench/RESULTS.md). Storage writes read with ``SnapshotDownload.readinto`` into their own reused buffers instead.
 DOWNLOAD_CHUNK_SIZE = 4 * 1024 * 1024
 RETRY_STATUSES = frozenset({502, 503, 504})
-TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
 _MAX_ERROR_BODY = 64 * 1024
 
 
@@ -59,8 +61,10 @@ class QdrantError(Exception):
 
     @property
     def transient(self) -> bool:
-        """True when trying again later may succeed (no answer, timeout, rate limit, gateway/unavailable)."""
-        return self.status is None or self.status in TRANSIENT_STATUSES
+        """The one rule for what may succeed if tried again later: no (complete) answer, a timeout (408), a
+        rate limit (429) or any 5xx. Every other answer (404, 400, 403, 409, 422...) will not change by
+        waiting."""
+        return self.status is None or self.status >= 500 or self.status in (408, 429)
 
 
 class QdrantUnavailable(QdrantError):
@@ -107,7 +111,7 @@ class SnapshotDownload:
         if mode == "iter" and self._mode == "iter":
             raise RuntimeError("a SnapshotDownload can be iterated only once")
         if mode == "readinto" and self._mode is None and self._encoding == "identity":
-            self._raw = _undecoded_stream(self._response)
+            self._raw = undecoded_stream(self._response)
         self._mode = mode
 
     def __iter__(self) -> Iterator[bytes]:
@@ -169,16 +173,6 @@ class SnapshotDownload:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _undecoded_stream(response: requests.Response) -> http.client.HTTPResponse | None:
-    """The ``http.client`` response under urllib3's (``raw._fp``, the same since urllib3 1.x), when nothing was
-    read through urllib3 yet; else None (then urllib3's own read is used: slower, same bytes)."""
-    raw = response.raw
-    fp = getattr(raw, "_fp", None)
-    if not isinstance(fp, http.client.HTTPResponse) or getattr(raw, "_fp_bytes_read", 1):
-        return None
-    return fp
 
 
 class _MultipartBody:
@@ -256,11 +250,6 @@ class QdrantClient:
         if self._api_key:
             self._session.headers["api-key"] = self._api_key
 
-    def with_api_key(self, api_key: str | None) -> QdrantClient:
-        """A client for the same node and settings but another key (e.g. per-node keys)."""
-        return QdrantClient(self.url, api_key, connect_timeout=self.connect_timeout,
-                            read_timeout=self.read_timeout, retries=self.retries, backoff=self.backoff)
-
     def close(self) -> None:
         self._session.close()
 
@@ -300,91 +289,57 @@ class QdrantClient:
     def collection_cluster_info(self, name: str) -> dict[str, Any]:
         return self._result(self._request("GET", f"/collections/{_q(name)}/cluster"))
 
-    # ----- collection snapshots ----------------------------------------------------------------------
+    # ----- snapshots: of a whole collection (``shard_id`` None) or of one of its shards -----------------
 
-    def list_snapshots(self, collection: str) -> list[dict[str, Any]]:
+    def list_snapshots(self, collection: str, *, shard_id: int | None = None) -> list[dict[str, Any]]:
         """Snapshot descriptions, unsorted (as Qdrant returns them)."""
-        return self._result(self._request("GET", f"/collections/{_q(collection)}/snapshots"))
+        return self._result(self._request("GET", f"{_scope(collection, shard_id)}/snapshots"))
 
-    def create_snapshot(self, collection: str, *, wait: bool = True) -> dict[str, Any] | None:
+    def create_snapshot(self, collection: str, *, shard_id: int | None = None,
+                        wait: bool = True) -> dict[str, Any] | None:
         """The new SnapshotDescription, or None when ``wait=False`` (Qdrant gives no name then)."""
-        resp = self._request("POST", f"/collections/{_q(collection)}/snapshots",
+        resp = self._request("POST", f"{_scope(collection, shard_id)}/snapshots",
                              params={"wait": _flag(wait)}, long=True)
         return None if resp.status_code == 202 else self._result(resp)
 
-    def delete_snapshot(self, collection: str, name: str, *, wait: bool = True) -> bool:
+    def delete_snapshot(self, collection: str, name: str, *, shard_id: int | None = None,
+                        wait: bool = True) -> bool:
         """True when deleted (``wait=True``) or accepted (``wait=False``)."""
-        resp = self._request("DELETE", f"/collections/{_q(collection)}/snapshots/{_q(name)}",
+        resp = self._request("DELETE", f"{_scope(collection, shard_id)}/snapshots/{_q(name)}",
                              params={"wait": _flag(wait)}, long=True)
         return True if resp.status_code == 202 else bool(self._result(resp))
 
-    def download_snapshot(self, collection: str, name: str, *,
+    def download_snapshot(self, collection: str, name: str, *, shard_id: int | None = None,
                           chunk_size: int = DOWNLOAD_CHUNK_SIZE) -> SnapshotDownload:
-        return self._download(f"/collections/{_q(collection)}/snapshots/{_q(name)}", chunk_size,
-                              f"snapshot {name} of {collection}")
-
-    # ----- shard snapshots -----------------------------------------------------------------------------
-
-    def list_shard_snapshots(self, collection: str, shard_id: int) -> list[dict[str, Any]]:
-        return self._result(self._request("GET", f"{_shard(collection, shard_id)}/snapshots"))
-
-    def create_shard_snapshot(self, collection: str, shard_id: int, *,
-                              wait: bool = True) -> dict[str, Any] | None:
-        resp = self._request("POST", f"{_shard(collection, shard_id)}/snapshots",
-                             params={"wait": _flag(wait)}, long=True)
-        return None if resp.status_code == 202 else self._result(resp)
-
-    def delete_shard_snapshot(self, collection: str, shard_id: int, name: str, *, wait: bool = True) -> bool:
-        resp = self._request("DELETE", f"{_shard(collection, shard_id)}/snapshots/{_q(name)}",
-                             params={"wait": _flag(wait)}, long=True)
-        return True if resp.status_code == 202 else bool(self._result(resp))
-
-    def download_shard_snapshot(self, collection: str, shard_id: int, name: str, *,
-                                chunk_size: int = DOWNLOAD_CHUNK_SIZE) -> SnapshotDownload:
-        return self._download(f"{_shard(collection, shard_id)}/snapshots/{_q(name)}", chunk_size,
-                              f"snapshot {name} of {collection} shard {shard_id}")
+        what = f"snapshot {name} of {collection}" + (f" shard {shard_id}" if shard_id is not None else "")
+        return self._download(f"{_scope(collection, shard_id)}/snapshots/{_q(name)}", chunk_size, what)
 
     # ----- recovery ------------------------------------------------------------------------------------
 
-    def recover_from_url(self, collection: str, location: str, *, priority: str | None = None,
-                         checksum: str | None = None, api_key: str | None = None, wait: bool = True) -> bool:
-        """Make Qdrant fetch ``location`` (http(s):// or file:// inside its snapshots dir) and restore it.
+    def recover_from_url(self, collection: str, location: str, *, shard_id: int | None = None,
+                         priority: str | None = None, checksum: str | None = None, api_key: str | None = None,
+                         wait: bool = True) -> bool:
+        """Make Qdrant fetch ``location`` and restore the collection (or shard) from it: http(s)://, or
+        file:// inside its snapshots dir (a bare file name in the shard's snapshot dir for a shard).
 
         ``api_key`` is sent by Qdrant to ``location`` (for pulling from another node). True when done
         (``wait=True``) or accepted (``wait=False``; failures are then invisible, poll cluster info).
         """
         body = _recover_body(location, priority, checksum, api_key)
-        resp = self._request("PUT", f"/collections/{_q(collection)}/snapshots/recover",
+        resp = self._request("PUT", f"{_scope(collection, shard_id)}/snapshots/recover",
                              params={"wait": _flag(wait)}, json=body, long=True,
                              redact=_secrets_of(location, api_key))
         return True if resp.status_code == 202 else bool(self._result(resp))
 
-    def recover_shard_from_url(self, collection: str, shard_id: int, location: str, *,
-                               priority: str | None = None, checksum: str | None = None,
-                               api_key: str | None = None, wait: bool = True) -> bool:
-        """Shard recovery from an http(s) URL or a bare file name in the shard's snapshot dir."""
-        body = _recover_body(location, priority, checksum, api_key)
-        resp = self._request("PUT", f"{_shard(collection, shard_id)}/snapshots/recover",
-                             params={"wait": _flag(wait)}, json=body, long=True,
-                             redact=_secrets_of(location, api_key))
-        return True if resp.status_code == 202 else bool(self._result(resp))
-
-    def upload_and_recover(self, collection: str, fileobj: BinaryIO, *, filename: str = "upload.snapshot",
-                           size: int | None = None, priority: str | None = None, checksum: str | None = None,
-                           wait: bool = True) -> bool:
-        """Stream ``fileobj`` to Qdrant as a multipart upload and recover the collection from it.
+    def upload_and_recover(self, collection: str, fileobj: BinaryIO, *, shard_id: int | None = None,
+                           filename: str = "upload.snapshot", size: int | None = None,
+                           priority: str | None = None, checksum: str | None = None, wait: bool = True) -> bool:
+        """Stream ``fileobj`` to Qdrant as a multipart upload and recover the collection (or shard) from it.
 
         Pass ``size`` (bytes ``fileobj`` will yield) to send a Content-Length; otherwise the body is
         chunked. Qdrant keeps the uploaded file as ``<snapshots>/<collection>/<filename>``.
         """
-        return self._upload(f"/collections/{_q(collection)}/snapshots/upload", fileobj, filename, size,
-                            priority, checksum, wait)
-
-    def upload_and_recover_shard(self, collection: str, shard_id: int, fileobj: BinaryIO, *,
-                                 filename: str = "upload.snapshot", size: int | None = None,
-                                 priority: str | None = None, checksum: str | None = None,
-                                 wait: bool = True) -> bool:
-        return self._upload(f"{_shard(collection, shard_id)}/snapshots/upload", fileobj, filename, size,
+        return self._upload(f"{_scope(collection, shard_id)}/snapshots/upload", fileobj, filename, size,
                             priority, checksum, wait)
 
     # ----- plumbing --------------------------------------------------------------------------------------
@@ -496,8 +451,10 @@ def _q(segment: str) -> str:
     return quote(str(segment), safe="")
 
 
-def _shard(collection: str, shard_id: int) -> str:
-    return f"/collections/{_q(collection)}/shards/{int(shard_id)}"
+def _scope(collection: str, shard_id: int | None) -> str:
+    """The path of a collection, or of one of its shards."""
+    base = f"/collections/{_q(collection)}"
+    return base if shard_id is None else f"{base}/shards/{int(shard_id)}"
 
 
 def _flag(value: bool) -> str:

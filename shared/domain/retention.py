@@ -78,7 +78,7 @@ def protected_names(jobs: JobStore) -> set[str]:
             page = 1
             while True:
                 items, total = jobs.list(status=status, type=job_type, page=page, limit=500)
-                names.update(job["snapshot_name"] for job in items if job.get("snapshot_name"))
+                names.update(job.snapshot_name for job in items if job.snapshot_name)
                 if page * 500 >= total or not items:
                     break
                 page += 1

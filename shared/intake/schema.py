@@ -8,6 +8,7 @@ this very class.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import marshmallow as ma
@@ -114,3 +115,19 @@ class JobCreateSchema(ma.Schema):
             errors["metadata"] = meta_errors
         if errors:
             raise ma.ValidationError(errors)
+
+
+def flatten_errors(errors: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
+    """marshmallow's nested error messages as ``(field path, text)`` pairs; errors about a whole object sit
+    under ``_schema``, which is dropped from the path."""
+    if isinstance(errors, Mapping):
+        for key, value in errors.items():
+            yield from flatten_errors(value, path if key == "_schema" else (*path, str(key)))
+    elif isinstance(errors, list | tuple):
+        if all(isinstance(e, str) for e in errors):
+            yield path, " ".join(errors)
+        else:
+            for item in errors:
+                yield from flatten_errors(item, path)
+    else:
+        yield path, str(errors)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import marshmallow as ma
 
-from shared.intake.schema import JobCreateSchema
-from shared.records.job_store import JobNotFound, JobStore, StorageMissing, TransitionError
+from shared.intake.schema import JobCreateSchema, flatten_errors
+from shared.records.job_store import Job, JobNotFound, JobStore, StorageMissing, TransitionError
 from shared.records.storage_configs import StorageConfigStore
 
 log = logging.getLogger("qbm.submit")
@@ -54,25 +54,12 @@ class HandOverFailed(RuntimeError):
         self.cause = cause
 
 
-def _flatten(errors: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
-    if isinstance(errors, Mapping):
-        for key, value in errors.items():
-            yield from _flatten(value, path if key == "_schema" else (*path, str(key)))
-    elif isinstance(errors, list | tuple) and all(isinstance(e, str) for e in errors):
-        yield ".".join(path), " ".join(errors)
-    elif isinstance(errors, list | tuple):
-        for item in errors:
-            yield from _flatten(item, path)
-    else:
-        yield ".".join(path), str(errors)
-
-
 def load_job_request(body: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a job request exactly as POST /jobs does; raises InvalidJobRequest naming the first field."""
     try:
         return JobCreateSchema().load(dict(body))
     except ma.ValidationError as exc:
-        problems = list(_flatten(exc.messages))
+        problems = [(".".join(path), text) for path, text in flatten_errors(exc.messages)]
         field, text = problems[0] if problems else ("", "invalid job request")
         raise InvalidJobRequest(field, text) from None
 
@@ -104,7 +91,7 @@ class JobSubmitter:
             raise _storage_missing(None)
         return default_id
 
-    def submit(self, body: Mapping[str, Any], *, validated: bool = False) -> dict[str, Any]:
+    def submit(self, body: Mapping[str, Any], *, validated: bool = False) -> Job:
         """Validate (unless the caller already loaded ``body`` with the same schema), store, hand over.
 
         Returns the stored job. Raises InvalidJobRequest (nothing stored) or HandOverFailed (stored,
@@ -127,7 +114,7 @@ class JobSubmitter:
             )
         except StorageMissing as exc:
             raise _storage_missing(exc.storage_id) from None
-        self.hand_over(job["id"], new_job_type=job["type"])
+        self.hand_over(job.id, new_job_type=job.type)
         return job
 
     def hand_over(self, job_id: str, *, new_job_type: str | None = None) -> None:

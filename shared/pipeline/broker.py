@@ -11,6 +11,7 @@ reads while no worker is dead, so this costs next to nothing.
 
 from __future__ import annotations
 
+import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage
 
@@ -21,7 +22,7 @@ HEARTBEAT_TIMEOUT_MS = 15_000
 MAINTENANCE_CHANCE = 200_000  # per 1,000,000 fetches
 
 
-def make_broker(config: Config) -> RedisBroker:
+def make_broker(config: Config, client: redis.Redis | None = None) -> RedisBroker:
     """A broker whose keys live under the service's key prefix, with crash redelivery tuned (see above).
 
     Its Redis client comes from :func:`shared.adapters.redis_conn.from_config`, so with Sentinel configured the

@@ -6,19 +6,22 @@ someone is waiting for (run ``qbm worker --queues restores`` on a dedicated mach
 
 from __future__ import annotations
 
+from shared.records.job import JobType
+
 BACKUP_STEPS = ("create", "transfer", "finalize")
 RESTORE_STEPS = ("prepare", "recover", "verify")
 
-STEPS = {
-    "backup": BACKUP_STEPS,
-    "shard_backup": BACKUP_STEPS,
-    "restore": RESTORE_STEPS,
-    "shard_restore": RESTORE_STEPS,
+STEPS: dict[str, tuple[str, ...]] = {
+    JobType.BACKUP: BACKUP_STEPS,
+    JobType.SHARD_BACKUP: BACKUP_STEPS,
+    JobType.RESTORE: RESTORE_STEPS,
+    JobType.SHARD_RESTORE: RESTORE_STEPS,
 }
 
 
 def family(job_type: str) -> str:
-    return "backup" if job_type in ("backup", "shard_backup") else "restore"
+    """``backup`` or ``restore``: which chain runs jobs of this type."""
+    return JobType(job_type).family
 
 
 def queue_for(job_type: str) -> str:

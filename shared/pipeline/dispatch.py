@@ -7,16 +7,11 @@ Messages are built by actor *name*, so callers need the broker but not the worke
 
 from __future__ import annotations
 
-import functools
-
 import dramatiq
 
-from shared.adapters.redis_conn import from_config
 from shared.intake.submit import Enqueue
-from shared.pipeline.broker import make_broker
 from shared.pipeline.chains import STEPS, actor_name, next_step, queue_for
 from shared.records.job_store import JobStore
-from shared.runtime.config import Config
 
 
 def send_step(broker: dramatiq.Broker, job_type: str, step: str, job_id: str, *, delay_ms: int | None = None
@@ -31,26 +26,19 @@ def send_step(broker: dramatiq.Broker, job_type: str, step: str, job_id: str, *,
     broker.enqueue(message, delay=delay_ms)
 
 
-def make_enqueuer(config: Config) -> Enqueue:
+def make_enqueuer(broker: dramatiq.Broker, jobs: JobStore) -> Enqueue:
     """Return ``enqueue(job_id, new_job_type=None)``, which sends the job's next step to its queue.
 
     ``new_job_type`` is for a job just created: its first step is that type's first, so nothing is read."""
-    broker = _broker(config)
-    jobs = JobStore(from_config(config), config.key_prefix)
 
     def enqueue(job_id: str, new_job_type: str | None = None) -> None:
         if new_job_type is not None:
             send_step(broker, new_job_type, STEPS[new_job_type][0], job_id)
             return
-        job, steps = jobs.get_with_steps(job_id)
+        job = jobs.get_with_steps(job_id)
         # All steps recorded but the job not ended (a crash right after the last step): run the last one
         # again; steps are idempotent and the last one ends the job.
-        step = next_step(job["type"], steps) or STEPS[job["type"]][-1]
-        send_step(broker, job["type"], step, job_id)
+        step = next_step(job.type, job.steps) or STEPS[job.type][-1]
+        send_step(broker, job.type, step, job_id)
 
     return enqueue
-
-
-@functools.cache
-def _broker(config: Config) -> dramatiq.Broker:
-    return make_broker(config)

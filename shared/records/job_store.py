@@ -1,9 +1,9 @@
 """Backup and restore jobs, stored in Redis so the API, the workers and the scheduler share one truth.
 
-Each job is one hash ``{prefix}job:{id}`` holding every field of the contract's Job object (absent
+Each job is one hash ``{prefix}job:{id}`` holding every field of :class:`shared.records.job.Job` (absent
 field = ``None``), plus internal fields the API never shows: ``_created_us`` (the sort score) and one
-``step:<name>`` field per recorded worker step. Public field names never contain ``:`` or start with
-``_``, so internal fields cannot collide with them.
+``step:<name>`` field per recorded worker step. Reads return :class:`Job` records. Public field names never
+contain ``:`` or start with ``_``, so internal fields cannot collide with them.
 
 Listing must stay fast with many thousands of jobs, so every job is also a member of sorted sets scored
 by its creation time in integer microseconds (exact in a double until the year 2255):
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,45 +27,26 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from shared.runtime.timeutil import to_iso
-
-JOB_TYPES = ("backup", "restore", "shard_backup", "shard_restore")
-JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-ALLOWED: dict[str, set[str]] = {
-    "pending": {"running", "cancelled"},
-    "running": {"completed", "failed", "cancelled"},
-    "failed": {"pending"},
-    "cancelled": {"pending"},
-    "completed": set(),
-}
-TERMINAL_STATUSES = ("completed", "failed", "cancelled")
-ACTIVE_STATUSES = ("pending", "running")
-
-#: Contract fields, in the contract's order. get()/list() return exactly these.
-PUBLIC_FIELDS = (
-    "id",
-    "type",
-    "status",
-    "collection_name",
-    "shard_id",
-    "snapshot_name",
-    "progress",
-    "error",
-    "metadata",
-    "created_at",
-    "started_at",
-    "completed_at",
+from shared.records.job import (
+    ACTIVE_STATUSES,
+    ALLOWED,
+    JOB_STATUSES,
+    JOB_TYPES,
+    PUBLIC_FIELDS,
+    TERMINAL_STATUSES,
+    Job,
+    JobNotFound,
+    JobStatus,
+    JobType,
+    TransitionError,
 )
+from shared.runtime import timeutil
+from shared.runtime.timeutil import text, to_iso
+
 _SCORE_FIELD = "_created_us"
 _STEP_PREFIX = "step:"
-
-
-class JobNotFound(LookupError):
-    """No job with this id (never created, or deleted)."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id} not found")
-        self.job_id = job_id
+#: The hash fields a read returns: the contract's, then the backend's id (a field of its own).
+READ_FIELDS = (*PUBLIC_FIELDS, "storage_id")
 
 
 class StorageMissing(LookupError):
@@ -88,46 +67,7 @@ class StorageRef:
     default_key: str
 
 
-class TransitionError(ValueError):
-    """The job's current status does not allow the requested change; nothing was modified."""
-
-    def __init__(self, job_id: str, current: str, target: str) -> None:
-        allowed = [s for s in JOB_STATUSES if s in ALLOWED.get(current, ())]
-        if allowed:
-            choices = allowed[0] if len(allowed) == 1 else f"{', '.join(allowed[:-1])} or {allowed[-1]}"
-            hint = f"a {current} job can only become {choices}"
-        else:
-            hint = f"a {current} job cannot change status"
-        super().__init__(f"cannot change job {job_id} from {current} to {target}; {hint}")
-        self.job_id = job_id
-        self.current = current
-        self.target = target
-
-
 # --- time-sortable ids --------------------------------------------------------------------------------
-
-_clock_lock = threading.Lock()
-_last_micros = 0
-
-
-def _now_micros() -> int:
-    return time.time_ns() // 1000
-
-
-def _next_micros() -> int:
-    """Current time in microseconds, strictly increasing within this process.
-
-    Jobs created one after another by the same process then always list in creation order even when
-    the clock is coarse or steps back. Jobs from different processes created in the same microsecond
-    share a score; Redis orders equal scores by member (the id), and the id's random tail decides.
-    """
-    global _last_micros
-    with _clock_lock:
-        now = _now_micros()
-        if now <= _last_micros:
-            now = _last_micros + 1
-        _last_micros = now
-        return now
 
 
 def _new_id(micros: int) -> str:
@@ -158,25 +98,27 @@ def _lua_allowed_table() -> str:
     return "{" + ", ".join(rows) + "}"
 
 
-_PUBLIC_LUA = _lua_list(PUBLIC_FIELDS)
+_READ_LUA = _lua_list(READ_FIELDS)
 
-# Creating a job, in one round trip (POST /jobs is the hottest write; see bench/RESULTS.md, job creation).
+# Creating a job, in one round trip (POST /jobs is the hottest write).
 # KEYS: job hash, the four indexes, the named storage config, the default storage pointer.
-# ARGV: score, id, metadata JSON before and after the storage id, mode, then the hash's other field/value pairs.
-# Mode 'none': store ARGV[3] as is; 'given': the storage config must exist; 'default': the default's id,
-# JSON-encoded, goes between ARGV[3] and ARGV[4]. Returns {'ok', storage id}, {'no_default'} or {'no_storage'};
-# nothing is written unless it is 'ok'.
+# ARGV: score, id, mode, storage id, then the hash's other field/value pairs.
+# Mode 'none': store ARGV[4] (if any) as is; 'given': the storage config must exist; 'default': the default's
+# id is stored. Returns {'ok', storage id}, {'no_default'} or {'no_storage'}; nothing is written unless 'ok'.
 _CREATE_LUA = """
-local metadata, mode, sid = ARGV[3], ARGV[5], ''
+local mode, sid = ARGV[3], ARGV[4]
 if mode == 'default' then
   sid = redis.call('GET', KEYS[7])
   if not sid then return {'no_default'} end
-  metadata = ARGV[3] .. cjson.encode(sid) .. ARGV[4]
 elseif mode == 'given' and redis.call('EXISTS', KEYS[6]) == 0 then
   return {'no_storage'}
 end
-local fields = {'metadata', metadata}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+local fields = {}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+if sid ~= '' then
+  fields[#fields + 1] = 'storage_id'
+  fields[#fields + 1] = sid
+end
 redis.call('HSET', KEYS[1], unpack(fields))
 for i = 2, 5 do redis.call('ZADD', KEYS[i], ARGV[1], ARGV[2]) end
 return {'ok', sid}
@@ -206,7 +148,7 @@ if target == 'pending' then
   redis.call('HSET', key, 'progress', '0')
 end
 if ARGV[5] == '1' then redis.call('HSET', key, 'error', ARGV[6]) end
-return {{'ok', redis.call('HMGET', key, {_PUBLIC_LUA})}}
+return {{'ok', redis.call('HMGET', key, {_READ_LUA})}}
 """
 
 # Plain field writes that must not resurrect a deleted job as a half-empty hash.
@@ -218,7 +160,7 @@ if redis.call('EXISTS', key) == 0 then return {{0}} end
 local n = tonumber(ARGV[1])
 for i = 0, n - 1 do redis.call('HSET', key, ARGV[2 + 2 * i], ARGV[3 + 2 * i]) end
 for i = 2 + 2 * n, #ARGV do redis.call('HDEL', key, ARGV[i]) end
-return {{1, redis.call('HMGET', key, {_PUBLIC_LUA})}}
+return {{1, redis.call('HMGET', key, {_READ_LUA})}}
 """
 
 # KEYS[1] job hash; ARGV[1] clamped progress. Returns 0 when the job does not exist.
@@ -245,7 +187,7 @@ return 1
 _LIST_LUA = f"""
 local out = {{redis.call('ZCARD', KEYS[1])}}
 for _, id in ipairs(redis.call('ZREVRANGE', KEYS[1], ARGV[1], ARGV[2])) do
-  out[#out + 1] = redis.call('HMGET', ARGV[3] .. id, {_PUBLIC_LUA})
+  out[#out + 1] = redis.call('HMGET', ARGV[3] .. id, {_READ_LUA})
 end
 return out
 """
@@ -268,21 +210,35 @@ return 1
 _UNSET: Any = object()
 
 
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _public(values: list[Any]) -> dict | None:
-    """Turn an HMGET of PUBLIC_FIELDS into the contract's Job dict; None when the job is gone."""
-    raw = dict(zip(PUBLIC_FIELDS, (_text(v) for v in values), strict=True))
+def _job(values: list[Any], steps: dict[str, dict] | None = None) -> Job | None:
+    """Turn an HMGET of READ_FIELDS into a :class:`Job`; None when the job is gone."""
+    raw = dict(zip(READ_FIELDS, (text(v) for v in values), strict=True))
     if raw["id"] is None:
         return None
-    job: dict[str, Any] = dict(raw)
-    job["shard_id"] = int(raw["shard_id"]) if raw["shard_id"] is not None else None
-    job["progress"] = int(raw["progress"] or 0)
-    job["metadata"] = json.loads(raw["metadata"]) if raw["metadata"] else {}
+    metadata = json.loads(raw["metadata"]) if raw["metadata"] else {}
+    # Jobs stored before storage_id had a field of its own kept it in their metadata.
+    storage_id = raw["storage_id"] or metadata.pop("storage_id", None)
+    return Job(
+        id=raw["id"],
+        type=JobType(raw["type"]),
+        status=JobStatus(raw["status"]),
+        collection_name=raw["collection_name"] or "",
+        created_at=raw["created_at"] or "",
+        shard_id=int(raw["shard_id"]) if raw["shard_id"] is not None else None,
+        snapshot_name=raw["snapshot_name"],
+        progress=int(raw["progress"] or 0),
+        error=raw["error"],
+        metadata=metadata,
+        started_at=raw["started_at"],
+        completed_at=raw["completed_at"],
+        storage_id=storage_id,
+        steps=steps or {},
+    )
+
+
+def _found(job: Job | None, job_id: str) -> Job:
+    if job is None:
+        raise JobNotFound(job_id)
     return job
 
 
@@ -341,9 +297,10 @@ class JobStore:
         """Store a new ``pending`` job and return it; the hash and all four indexes are written by one script,
         so a job is either fully listed or not there at all.
 
-        With ``storage``, ``metadata["storage_id"]`` is checked by the same script (that config must exist;
-        when the id is absent, the default's id is filled in), so a job only ever names a backend that
-        existed when it was stored, at no extra round trip. Raises :class:`StorageMissing` (nothing stored).
+        ``metadata["storage_id"]`` becomes the job's ``storage_id``. With ``storage``, it is checked by the same
+        script (that config must exist; when it is absent, the default's id is taken), so a job only ever names
+        a backend that existed when it was stored, at no extra round trip. Raises :class:`StorageMissing`
+        (nothing stored).
         """
         _check_choice(type, JOB_TYPES, "type")
         if not isinstance(collection_name, str) or not collection_name:
@@ -353,25 +310,22 @@ class JobStore:
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError("metadata must be a JSON object (a dict)")
         metadata = dict(metadata or {})
-        given = metadata.get("storage_id")
+        given = metadata.pop("storage_id", None)
         mode, config_key = "none", ""
         if storage is not None and given is None:
             mode = "default"
-            metadata = {"storage_id": "\0", **metadata}  # first key: the placeholder is the first "\u0000"
         elif storage is not None:
             mode, config_key = "given", f"{storage.config_prefix}{given}"
-        metadata_json = _dump_json(metadata, "metadata")
-        before, _, after = metadata_json.partition('"\\u0000"') if mode == "default" else (metadata_json, "", "")
-
-        micros = _next_micros()
+        micros = timeutil.next_micros()
         job_id = _new_id(micros)
         fields: dict[str, str] = {
             "id": job_id,
-            "type": type,
-            "status": "pending",
+            "type": str(type),
+            "status": str(JobStatus.PENDING),
             "collection_name": collection_name,
             "progress": "0",
             "created_at": _iso_from_micros(micros),
+            "metadata": _dump_json(metadata, "metadata"),
             _SCORE_FIELD: str(micros),
         }
         if shard_id is not None:
@@ -381,32 +335,26 @@ class JobStore:
         keys = [self._key(job_id), self._index(None, None), self._index("pending", None), self._index(None, type),
                 self._index("pending", type), config_key or self._key(job_id),
                 storage.default_key if storage is not None else self._key(job_id)]
-        outcome = self._create(keys=keys, args=[micros, job_id, before, after, mode,
+        outcome = self._create(keys=keys, args=[micros, job_id, mode, "" if given is None else str(given),
                                                 *(item for pair in fields.items() for item in pair)])
-        status = _text(outcome[0])
+        status = text(outcome[0])
         if status == "no_default":
             raise StorageMissing(None)
         if status == "no_storage":
             raise StorageMissing(str(given))
-        if mode == "default":
-            metadata["storage_id"] = _text(outcome[1])
-            metadata_json = _dump_json(metadata, "metadata")
-        fields["metadata"] = metadata_json
-        return _public([fields.get(f) for f in PUBLIC_FIELDS]) or {}
+        fields["storage_id"] = text(outcome[1]) or None  # type: ignore[assignment]
+        return _found(_job([fields.get(f) for f in READ_FIELDS]), job_id)
 
-    def get(self, job_id: str) -> dict:
-        """The public Job dict (contract fields only). Raises :class:`JobNotFound`."""
-        job = _public(self._redis.hmget(self._key(job_id), PUBLIC_FIELDS))
-        if job is None:
-            raise JobNotFound(job_id)
-        return job
+    def get(self, job_id: str) -> Job:
+        """The job, without its step records. Raises :class:`JobNotFound`."""
+        return _found(_job(self._redis.hmget(self._key(job_id), READ_FIELDS)), job_id)
 
     def exists(self, job_id: str) -> bool:
         return bool(self._redis.exists(self._key(job_id)))
 
     def list(
         self, status: str | None = None, type: str | None = None, page: int = 1, limit: int = 20
-    ) -> tuple[list[dict], int]:
+    ) -> tuple[list[Job], int]:
         """One page of jobs, newest first, and the number of jobs matching the filter.
 
         Cost is O(log n + limit) whatever the page: one ZREVRANGE on the index for this filter. A page
@@ -423,7 +371,7 @@ class JobStore:
             keys=[self._index(status, type)], args=[start, start + limit - 1, f"{self._prefix}job:"]
         )
         total = int(reply[0])
-        items = [job for job in (_public(values) for values in reply[1:]) if job is not None]
+        items = [job for job in (_job(values) for values in reply[1:]) if job is not None]
         return items, total
 
     def counts(self) -> dict[tuple[str, str], int]:
@@ -437,7 +385,7 @@ class JobStore:
 
     # --- status ---
 
-    def transition(self, job_id: str, target: str, *, error: str | None = None) -> dict:
+    def transition(self, job_id: str, target: str, *, error: str | None = None) -> Job:
         """Move the job to ``target`` if its current status allows it, atomically; return the job.
 
         Sets ``started_at`` the first time the job runs, ``completed_at`` on completed/failed/cancelled;
@@ -451,22 +399,22 @@ class JobStore:
             args=[
                 job_id,
                 target,
-                _iso_from_micros(_now_micros()),
+                _iso_from_micros(timeutil.now_micros()),
                 self._prefix,
                 "1" if error is not None else "0",
                 error or "",
             ],
         )
-        outcome = _text(reply[0])
+        outcome = text(reply[0])
         if outcome == "missing":
             raise JobNotFound(job_id)
         if outcome == "refused":
-            raise TransitionError(job_id, _text(reply[1]) or "?", target)
-        return _public(reply[1]) or {}
+            raise TransitionError(job_id, text(reply[1]) or "?", target)
+        return _found(_job(reply[1]), job_id)
 
     # --- plain field updates ---
 
-    def _write(self, job_id: str, set_fields: dict[str, str], del_fields: Iterable[str] = ()) -> dict:
+    def _write(self, job_id: str, set_fields: dict[str, str], del_fields: Iterable[str] = ()) -> Job:
         args: list[str | int] = [len(set_fields)]
         for name, value in set_fields.items():
             args += [name, value]
@@ -474,7 +422,7 @@ class JobStore:
         reply = self._mutate(keys=[self._key(job_id)], args=args)
         if not int(reply[0]):
             raise JobNotFound(job_id)
-        return _public(reply[1]) or {}
+        return _found(_job(reply[1]), job_id)
 
     def set_progress(self, job_id: str, progress: int) -> None:
         """Record progress, clamped to 0..100. While running it never goes down, so a late or
@@ -483,7 +431,7 @@ class JobStore:
         if not int(self._progress(keys=[self._key(job_id)], args=[value])):
             raise JobNotFound(job_id)
 
-    def update(self, job_id: str, *, snapshot_name: str | None = _UNSET, error: str | None = _UNSET) -> dict:
+    def update(self, job_id: str, *, snapshot_name: str | None = _UNSET, error: str | None = _UNSET) -> Job:
         """Set plain fields (not status: that is :meth:`transition`). ``None`` clears a field; a field
         not passed is left alone. Returns the job."""
         set_fields: dict[str, str] = {}
@@ -497,7 +445,7 @@ class JobStore:
                 set_fields[name] = str(value)
         return self._write(job_id, set_fields, del_fields)
 
-    def merge_metadata(self, job_id: str, values: dict) -> dict:
+    def merge_metadata(self, job_id: str, values: dict) -> Job:
         """Shallow-merge ``values`` into the job's metadata and return the job.
 
         Read-modify-write under WATCH, so concurrent merges of different keys all survive.
@@ -515,10 +463,10 @@ class JobStore:
             metadata.update(values)
             pipe.multi()
             pipe.hset(key, "metadata", _dump_json(metadata, "metadata"))
-            pipe.hmget(key, PUBLIC_FIELDS)
+            pipe.hmget(key, READ_FIELDS)
 
         results = self._redis.transaction(merge, key)
-        return _public(results[-1]) or {}
+        return _found(_job(results[-1]), job_id)
 
     # --- internal step records (never part of the public job) ---
 
@@ -529,28 +477,12 @@ class JobStore:
             raise ValueError("step name must not be empty")
         self._write(job_id, {_STEP_PREFIX + step: _dump_json(result, "step result")})
 
-    def get_steps(self, job_id: str) -> dict[str, dict]:
-        """Step name -> recorded result. Raises :class:`JobNotFound`."""
-        raw = self._redis.hgetall(self._key(job_id))
-        if not raw:
-            raise JobNotFound(job_id)
-        steps: dict[str, dict] = {}
-        for field, value in raw.items():
-            name = _text(field) or ""
-            if name.startswith(_STEP_PREFIX):
-                steps[name[len(_STEP_PREFIX) :]] = json.loads(value)
-        return steps
-
-    def get_with_steps(self, job_id: str) -> tuple[dict, dict[str, dict]]:
-        """The public job and its step records (as :meth:`get` and :meth:`get_steps`) from one HGETALL.
-        Raises :class:`JobNotFound`."""
-        raw = {_text(field) or "": value for field, value in self._redis.hgetall(self._key(job_id)).items()}
-        job = _public([raw.get(f) for f in PUBLIC_FIELDS]) if raw else None
-        if job is None:
-            raise JobNotFound(job_id)
+    def get_with_steps(self, job_id: str) -> Job:
+        """The job with its step records (``Job.steps``), from one HGETALL. Raises :class:`JobNotFound`."""
+        raw = {text(field) or "": value for field, value in self._redis.hgetall(self._key(job_id)).items()}
         steps = {name[len(_STEP_PREFIX):]: json.loads(value) for name, value in raw.items()
                  if name.startswith(_STEP_PREFIX)}
-        return job, steps
+        return _found(_job([raw.get(f) for f in READ_FIELDS], steps) if raw else None, job_id)
 
     def clear_steps(self, job_id: str) -> None:
         """Forget all step records (a fresh start). Raises :class:`JobNotFound`."""
@@ -568,18 +500,18 @@ class JobStore:
         pipe = self._redis.pipeline(transaction=False)
         for status in ACTIVE_STATUSES:
             pipe.zrange(self._index(status, None), 0, -1)
-        ids = {_text(i) for members in pipe.execute() for i in members}
+        ids = {text(i) for members in pipe.execute() for i in members}
         if not ids:
             return 0
         pipe = self._redis.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hget(self._key(job_id or ""), "metadata")
+            pipe.hmget(self._key(job_id or ""), ["storage_id", "metadata"])
         count = 0
-        for raw in pipe.execute():
-            if not raw:
-                continue
-            metadata = json.loads(raw)
-            if isinstance(metadata, dict) and metadata.get("storage_id") == storage_id:
+        for own, raw in pipe.execute():
+            if own is None and raw:  # stored before storage_id had a field of its own
+                metadata = json.loads(raw)
+                own = metadata.get("storage_id") if isinstance(metadata, dict) else None
+            if text(own) == storage_id:
                 count += 1
         return count
 
@@ -597,7 +529,12 @@ __all__ = [
     "JOB_TYPES",
     "PUBLIC_FIELDS",
     "TERMINAL_STATUSES",
+    "Job",
     "JobNotFound",
+    "JobStatus",
     "JobStore",
+    "JobType",
+    "StorageMissing",
+    "StorageRef",
     "TransitionError",
 ]

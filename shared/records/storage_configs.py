@@ -16,8 +16,6 @@ ever holds a Fernet token. A store built without keys refuses to store a secret 
 from __future__ import annotations
 
 import secrets
-import threading
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +25,7 @@ from redis.exceptions import WatchError
 
 from shared.adapters.secret_box import SecretBox
 from shared.records.job_store import StorageRef
-from shared.runtime.timeutil import to_iso
+from shared.runtime.timeutil import next_micros, text, to_iso
 
 STORAGE_TYPES = ("local", "s3")
 
@@ -89,23 +87,8 @@ return 1
 """
 
 
-_clock_lock = threading.Lock()
-_last_micros = 0
 
 
-def _next_micros() -> int:
-    """Microseconds now, strictly increasing within this process, so configs created back to back list in
-    the order they were created (the index breaks equal scores by the random id)."""
-    global _last_micros
-    with _clock_lock:
-        _last_micros = max(time.time_ns() // 1000, _last_micros + 1)
-        return _last_micros
-
-
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class StorageConfigStore:
@@ -134,11 +117,11 @@ class StorageConfigStore:
     # --- conversions ---
 
     def _to_dict(self, raw: dict[Any, Any], default_id: Any, *, with_secret: bool) -> dict | None:
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = {text(k): text(v) for k, v in raw.items()}
         if not fields.get("id"):
             return None
         config: dict[str, Any] = {name: fields.get(name) for name in PUBLIC_FIELDS}
-        config["is_default"] = fields["id"] == _text(default_id)
+        config["is_default"] = fields["id"] == text(default_id)
         if with_secret:
             stored = fields.get(SECRET_FIELD)
             config[SECRET_FIELD] = self._decode_secret(stored) if stored is not None else None
@@ -171,7 +154,7 @@ class StorageConfigStore:
             raise ValueError(f"storage type must be one of {choices}, got {data.get('type')!r}")
         if not data.get("name"):
             raise ValueError("storage config needs a name")
-        micros = _next_micros()
+        micros = next_micros()
         now = to_iso(datetime.fromtimestamp(micros // 1_000_000, UTC))
         storage_id = f"st_{secrets.token_hex(6)}"
         fields = {"id": storage_id, "type": data["type"], "created_at": now, "updated_at": now}
@@ -204,7 +187,7 @@ class StorageConfigStore:
 
     def list(self) -> list[dict]:
         """All configs as public dicts, oldest first."""
-        ids = [_text(i) for i in self._redis.zrange(self._index_key, 0, -1)]
+        ids = [text(i) for i in self._redis.zrange(self._index_key, 0, -1)]
         if not ids:
             return []
         pipe = self._redis.pipeline(transaction=True)
@@ -243,12 +226,12 @@ class StorageConfigStore:
             keys=[self._key(storage_id), self._default_key],
             args=[storage_id, now, new_type, action, len(set_args) // 2, *set_args, *del_fields],
         )
-        outcome = _text(reply[0])
+        outcome = text(reply[0])
         if outcome == "missing":
             raise StorageConfigNotFound(storage_id)
         if outcome == "type":
             raise ValueError(
-                f"the type of storage config {storage_id} cannot change (it is {_text(reply[1])}); "
+                f"the type of storage config {storage_id} cannot change (it is {text(reply[1])}); "
                 "create a new storage config instead"
             )
         flat = reply[1]
@@ -266,21 +249,11 @@ class StorageConfigStore:
     def default_id(self) -> str | None:
         """The default config's id, or None: one GET (``delete()`` clears the pointer with the config, in one
         script, so a pointer never outlives its config)."""
-        return _text(self._redis.get(self._default_key))
+        return text(self._redis.get(self._default_key))
 
     def job_ref(self) -> StorageRef:
         """Where ``JobStore.create`` checks a new job's backend (or finds the default) as it stores the job."""
         return StorageRef(config_prefix=self._key(""), default_key=self._default_key)
-
-    def get_default(self, *, with_secret: bool = False) -> dict | None:
-        """The default config, or None when none is marked default."""
-        default_id = _text(self._redis.get(self._default_key))
-        if default_id is None:
-            return None
-        try:
-            return self.get(default_id, with_secret=with_secret)
-        except StorageConfigNotFound:  # deleted between the two reads; delete() also cleared the pointer
-            return None
 
     def count(self) -> int:
         return int(self._redis.zcard(self._index_key))
@@ -290,9 +263,9 @@ class StorageConfigStore:
         version). Returns (rewritten, already current). Each field is replaced only if it still holds the
         value that was read, so a concurrent update is never overwritten with an older secret."""
         rewritten = current = 0
-        for storage_id in (_text(i) or "" for i in self._redis.zrange(self._index_key, 0, -1)):
+        for storage_id in (text(i) or "" for i in self._redis.zrange(self._index_key, 0, -1)):
             key = self._key(storage_id)
-            stored = _text(self._redis.hget(key, SECRET_FIELD))
+            stored = text(self._redis.hget(key, SECRET_FIELD))
             if stored is None:
                 continue
             if self._box.is_current(stored):
@@ -307,7 +280,7 @@ class StorageConfigStore:
         with self._redis.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(key)
-                if _text(pipe.hget(key, SECRET_FIELD)) != old:
+                if text(pipe.hget(key, SECRET_FIELD)) != old:
                     return False
                 pipe.multi()
                 pipe.hset(key, SECRET_FIELD, new)

@@ -76,34 +76,6 @@ class Config:
     def auth_enabled(self) -> bool:
         return bool(self.api_keys)
 
-    def redacted(self) -> dict[str, object]:
-        """The configuration as a dict that is safe to print or log: secrets are replaced."""
-        return {
-            "redis_url": _redact_url(self.redis_url),
-            "qdrant_url": self.qdrant_url,
-            "qdrant_api_key": "***" if self.qdrant_api_key else None,
-            "api_host": self.api_host,
-            "api_port": self.api_port,
-            "api_keys": f"{len(self.api_keys)} key(s)" if self.api_keys else "none (auth disabled)",
-            "data_dir": str(self.data_dir),
-            "storage_roots": [str(p) for p in self.storage_roots],
-            "key_prefix": self.key_prefix,
-            "log_level": self.log_level,
-            "misfire_grace_seconds": self.misfire_grace_seconds,
-            "scheduler_lease_seconds": self.scheduler_lease_seconds,
-            "qdrant_read_timeout": self.qdrant_read_timeout,
-            "reaper_grace_seconds": self.reaper_grace_seconds,
-            "redis_sentinels": [f"{host}:{port}" for host, port in self.redis_sentinels],
-            "redis_master_name": self.redis_master_name,
-            "worker_metrics": f"{self.worker_metrics_host}:{self.worker_metrics_port}"
-            if self.worker_metrics_port else None,
-            "default_s3": f"{self.default_s3_endpoint}/{self.default_s3_bucket}" if self.default_s3_bucket else None,
-            "default_s3_secret_key": "***" if self.default_s3_secret_key else None,
-            "secret_keys": f"{len(self.secret_keys)} key(s)" if self.secret_keys else "none (S3 backends refused)",
-            "recover_allowed_hosts": list(self.recover_allowed_hosts)
-            if self.recover_allowed_hosts is not None else "Qdrant and S3 storage endpoints",
-        }
-
 
 def _redact_url(url: str) -> str:
     parsed = urlparse(url)

@@ -20,11 +20,15 @@ import time
 import uuid
 from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import redis
 
 from shared.runtime.metrics_keys import active_transfers, metrics_hash
 from shared.runtime.timeutil import parse_iso
+
+if TYPE_CHECKING:
+    from shared.records.job import Job
 
 log = logging.getLogger("qbm.metrics")
 
@@ -59,15 +63,15 @@ def _bucket_label(seconds: float) -> str:
     return "+Inf"
 
 
-def record_job_end(client: redis.Redis, prefix: str, job: dict) -> None:
+def record_job_end(client: redis.Redis, prefix: str, job: Job) -> None:
     """Add an ended job's run time (started_at to completed_at) to the duration histogram.
 
     Jobs that never started (cancelled while pending) have no run time and are not counted."""
-    if not job.get("started_at") or not job.get("completed_at"):
+    if not job.started_at or not job.completed_at:
         return
     try:
-        seconds = max(0.0, (parse_iso(job["completed_at"]) - parse_iso(job["started_at"])).total_seconds())
-        labels = {"type": job["type"], "status": job["status"]}
+        seconds = max(0.0, (parse_iso(job.completed_at) - parse_iso(job.started_at)).total_seconds())
+        labels = {"type": str(job.type), "status": str(job.status)}
         pipe = client.pipeline(transaction=False)
         key = metrics_hash(prefix)
         pipe.hincrby(key, field(DURATION_BUCKET, le=_bucket_label(seconds), **labels), 1)

@@ -1,7 +1,10 @@
-"""Timestamps in one format everywhere: ISO 8601, UTC, whole seconds, ``Z`` suffix (as the contract shows)."""
+"""Timestamps in one format everywhere: ISO 8601, UTC, whole seconds, ``Z`` suffix (as the contract shows);
+the records' microsecond clock; Redis replies as text."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 
 
@@ -26,3 +29,30 @@ def parse_iso(value: str) -> datetime:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC)
+
+
+_clock_lock = threading.Lock()
+_last_micros = 0
+
+
+def now_micros() -> int:
+    return time.time_ns() // 1000
+
+
+def next_micros() -> int:
+    """Microseconds since the epoch, strictly increasing within this process.
+
+    Records created one after another by the same process (jobs, storage configs, schedules) then always list
+    in creation order even when the clock is coarse or steps back; records from different processes created
+    in the same microsecond share a score, and their indexes order those by member (the id)."""
+    global _last_micros
+    with _clock_lock:
+        _last_micros = max(now_micros(), _last_micros + 1)
+        return _last_micros
+
+
+def text(value: bytes | str | None) -> str | None:
+    """A Redis reply as ``str`` (clients without ``decode_responses`` answer bytes)."""
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value

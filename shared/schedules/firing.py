@@ -86,7 +86,7 @@ class Firing:
             if shard is not None:
                 body["shard_id"] = shard
             try:
-                job_ids.append(self.submitter.submit(body)["id"])
+                job_ids.append(self.submitter.submit(body).id)
             except InvalidJobRequest as exc:
                 errors.append(f"{collection}: {exc}")
             except HandOverFailed as exc:

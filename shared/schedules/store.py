@@ -1,7 +1,7 @@
 """Schedules, kept in Redis hashes owned by QBM (not in APScheduler's job store).
 
 APScheduler's own Redis job store cannot be shared by several schedulers (every tick fires once per process,
-STACK_NOTES), and it pickles functions. So the schedules live here, and the leader keeps an in-memory
+measured with APScheduler 3.11), and it pickles functions. So the schedules live here, and the leader keeps an in-memory
 APScheduler in step with them by watching one counter.
 
 Layout: ``{prefix}schedule:{id}`` hash (absent field = ``None``; lists and objects as JSON), the sorted set
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +28,7 @@ from redis.client import Pipeline
 
 from shared.intake.names import InvalidName, check_collection_name
 from shared.runtime.metrics_keys import scheduler_last_fire
-from shared.runtime.timeutil import parse_iso, to_iso
+from shared.runtime.timeutil import next_micros, parse_iso, text, to_iso
 from shared.schedules.triggers import InvalidSchedule, check_interval, check_timezone, next_fire_time, parse_crontab
 
 SCHEDULE_TYPES = ("backup", "shard_backup")
@@ -74,21 +73,8 @@ class ScheduleNotFound(LookupError):
         self.schedule_id = schedule_id
 
 
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
 
 
-_clock_lock = threading.Lock()
-_last_micros = 0
-
-
-def _next_micros() -> int:
-    global _last_micros
-    with _clock_lock:
-        _last_micros = max(time.time_ns() // 1000, _last_micros + 1)
-        return _last_micros
 
 
 def _micros(dt: datetime) -> int:
@@ -191,7 +177,7 @@ class ScheduleStore:
     # --- conversions ---
 
     def _to_dict(self, raw: dict[Any, Any]) -> dict[str, Any] | None:
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = {text(k): text(v) for k, v in raw.items()}
         if not fields.get("id"):
             return None
         out: dict[str, Any] = {"id": fields["id"]}
@@ -232,7 +218,7 @@ class ScheduleStore:
     def create(self, data: dict[str, Any]) -> dict[str, Any]:
         """Validate and store a new schedule; returns it. Raises InvalidSchedule."""
         definition = validate_schedule(data)
-        micros = _next_micros()
+        micros = next_micros()
         now = to_iso(datetime.fromtimestamp(micros // 1_000_000, UTC))
         schedule_id = f"sc_{secrets.token_hex(6)}"
         set_fields, _ = self._encode(definition)
@@ -253,7 +239,7 @@ class ScheduleStore:
 
     def list(self) -> list[dict[str, Any]]:
         """Every schedule, oldest first."""
-        ids = [_text(i) for i in self._redis.zrange(self._index_key, 0, -1)]
+        ids = [text(i) for i in self._redis.zrange(self._index_key, 0, -1)]
         if not ids:
             return []
         pipe = self._redis.pipeline(transaction=False)

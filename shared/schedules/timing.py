@@ -1,8 +1,9 @@
 """The two timing rules of the scheduler, as pure functions of injected times (so tests need no clock).
 
 Wall-clock slots: a cron schedule names local times, and on the night clocks fall back a local time happens
-twice; APScheduler 3.11 then fires twice (STACK_NOTES: 02:30 Europe/Berlin on 2026-10-25). A schedule runs at
-most once per local wall-clock slot, so each fire is keyed by its slot as well as by its UTC instant.
+twice; APScheduler 3.11 then fires twice (02:30 Europe/Berlin on 2026-10-25; pinned by
+tests/scheduler/test_rules.py). A schedule runs at most once per local wall-clock slot, so each fire is keyed by
+its slot as well as by its UTC instant.
 
 Missed runs: runs that fell due while no scheduler was up. The newest one still within the grace period runs
 once (coalesced: ten missed runs are one catch-up backup, not ten); older ones are skipped and counted, because
@@ -28,18 +29,6 @@ def wall_clock_slot(tick: datetime, tz: ZoneInfo) -> str:
     """The local wall-clock time of ``tick`` without its offset: both 02:30 of a fall-back night give the
     same slot ``2026-10-25T02:30:00``."""
     return tick.astimezone(tz).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def once_per_slot(ticks: list[datetime], tz: ZoneInfo) -> list[datetime]:
-    """The ticks that run when each wall-clock slot may run once (the first of a repeated slot wins)."""
-    seen: set[str] = set()
-    runs = []
-    for tick in ticks:
-        slot = wall_clock_slot(tick, tz)
-        if slot not in seen:
-            seen.add(slot)
-            runs.append(tick)
-    return runs
 
 
 @dataclass(frozen=True)

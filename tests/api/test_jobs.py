@@ -46,7 +46,7 @@ def test_create_backup_uses_the_default_storage_and_enqueues(client, default_sto
     assert job["metadata"] == {"storage_id": default_storage["id"]}
     assert job["created_at"].endswith("Z")
     assert enqueued == [job["id"]]
-    assert store.get(job["id"]) == job
+    assert store.get(job["id"]).to_dict() == job
 
 
 def test_create_each_type(client, default_storage, enqueued):
@@ -153,8 +153,8 @@ def test_enqueue_failure_cancels_the_job_and_answers_503(make_client, qdrant, lo
     assert resp.status_code == 503
     [job], total = store.list()
     assert total == 1
-    assert job["status"] == "cancelled"
-    assert "could not be handed to the workers" in job["error"]
+    assert job.status == "cancelled"
+    assert "could not be handed to the workers" in job.error
 
 
 # --- list ---------------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def test_cancel_finished_job_is_409(client, default_storage, store, path):
     resp = client.post(f"{API}/jobs/{job['id']}/cancel")
     assert resp.status_code == 409
     assert path[-1] in error_of(resp)
-    assert store.get(job["id"])["status"] == path[-1]
+    assert store.get(job["id"]).status == path[-1]
 
 
 def test_cancel_unknown_is_404(client):

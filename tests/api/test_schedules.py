@@ -182,7 +182,7 @@ def test_run_now_creates_one_job_per_collection_through_the_jobs_code_path(clien
     assert run["status"] == "running" and run["manual"] is True and run["error"] is None
     assert len(run["job_ids"]) == 2 and enqueued == run["job_ids"]
     jobs = JobStore(redis_client, key_prefix)
-    created = [jobs.get(job_id) for job_id in run["job_ids"]]
+    created = [jobs.get(job_id).to_dict() for job_id in run["job_ids"]]
     assert [(j["type"], j["collection_name"], j["status"]) for j in created] == [
         ("backup", "a", "pending"), ("backup", "b", "pending")]
     # Same records as POST /jobs: the default storage resolved into metadata, plus the schedule's id.
@@ -211,7 +211,7 @@ def test_run_now_of_a_shard_schedule_over_every_collection(client, default_stora
     schedule = _create(client, name="shards", cron="0 3 * * *", collections=["*"], type="shard_backup")
     run = result_of(client.post(f"{API}/schedules/{schedule['id']}/run"))
     jobs = JobStore(redis_client, key_prefix)
-    created = sorted((jobs.get(i)["collection_name"], jobs.get(i)["shard_id"], jobs.get(i)["type"])
+    created = sorted((jobs.get(i).collection_name, jobs.get(i).shard_id, jobs.get(i).type)
                      for i in run["job_ids"])
     assert created == [("alpha", 0, "shard_backup"), ("alpha", 1, "shard_backup"), ("beta", 0, "shard_backup")]
 

@@ -151,11 +151,11 @@ def wait_for_job(jobs: JobStore, job_id: str, statuses: tuple[str, ...] = ("comp
     job = jobs.get(job_id)
     while time.monotonic() < deadline:
         job = jobs.get(job_id)
-        if job["status"] in statuses:
-            return job
+        if job.status in statuses:
+            return job.to_dict()
         time.sleep(0.05)
     detail = f"\nworker log:\n{worker.log()[-4000:]}" if worker else ""
-    raise AssertionError(f"job {job_id} still {job['status']} (progress {job['progress']}) "
+    raise AssertionError(f"job {job_id} still {job.status} (progress {job.progress}) "
                          f"after {timeout}s: {job}{detail}")
 
 

@@ -23,7 +23,7 @@ def test_cancel_running_backup_stops_and_cleans_up(client, jobs, qdrant, worker,
     qdrant.faults.throttle(2 * MiB)  # ~12 s for the whole download
 
     job = post_job(client, type="backup", collection_name="big")
-    wait_until(lambda: jobs.get(job["id"])["progress"] > 12, timeout=30, what="transfer under way")
+    wait_until(lambda: jobs.get(job["id"]).progress > 12, timeout=30, what="transfer under way")
     response = client.post(f"/api/v1/jobs/{job['id']}/cancel")
     assert response.status_code == 200
     assert response.get_json()["result"]["status"] == "cancelled"
@@ -31,7 +31,7 @@ def test_cancel_running_backup_stops_and_cleans_up(client, jobs, qdrant, worker,
     # Within seconds: no partial file in storage, the snapshot made for the job is gone from Qdrant.
     wait_until(lambda: files_under(root) == [] and qdrant.snapshot_files("big") == [], timeout=3,
                what="partial upload and Qdrant snapshot removed")
-    assert jobs.get(job["id"])["status"] == "cancelled"
+    assert jobs.get(job["id"]).status == "cancelled"
 
 
 def test_cancel_pending_job_never_starts(client, jobs, qdrant, start_worker, engine_config, redis_client):  # noqa: ANN001
@@ -44,7 +44,7 @@ def test_cancel_pending_job_never_starts(client, jobs, qdrant, start_worker, eng
     assert redis_client.hlen(queued) == 1
     start_worker()
     wait_until(lambda: redis_client.hlen(queued) == 0, timeout=30, what="the message to be consumed")
-    done = jobs.get(job["id"])
+    done = jobs.get(job["id"]).to_dict()
     assert done["status"] == "cancelled" and done["started_at"] is None
     assert not any(method == "POST" and "snapshots" in path for method, path in qdrant.requests_seen)
 
@@ -90,7 +90,7 @@ def test_worker_killed_mid_transfer_job_resumes_on_another(app, client, jobs, qd
 
     first = start_worker()
     job = post_job(client, type="backup", collection_name="big", metadata={"keep_on_qdrant": True})
-    wait_until(lambda: jobs.get(job["id"])["progress"] > 20, timeout=30, what="transfer under way")
+    wait_until(lambda: jobs.get(job["id"]).progress > 20, timeout=30, what="transfer under way")
     first.kill()
     qdrant.faults.throttle(None)
 

@@ -42,8 +42,9 @@ def post_job(client, **body) -> dict:  # noqa: ANN001
 
 def sha256_of(storage, key: str) -> str:  # noqa: ANN001
     digest = hashlib.sha256()
-    for chunk in storage.iter_chunks(key):
-        digest.update(chunk)
+    with storage.open(key) as reader:
+        while chunk := reader.read(1024 * 1024):
+            digest.update(chunk)
     return digest.hexdigest()
 
 

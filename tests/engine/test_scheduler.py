@@ -61,7 +61,7 @@ def leader_pid(redis_client, prefix: str) -> int | None:  # noqa: ANN001
 
 def schedule_jobs(jobs: JobStore, schedule_id: str) -> list[dict]:
     items, _ = jobs.list(limit=1000)
-    return [j for j in items if j["metadata"].get("schedule_id") == schedule_id]
+    return [j.to_dict() for j in items if j.metadata.get("schedule_id") == schedule_id]
 
 
 def create_schedule(client, **body) -> dict:  # noqa: ANN001
@@ -161,8 +161,8 @@ def test_retention_keeps_the_two_newest_after_four_scheduled_backups(client, job
     in_storage = {info.key.split("/")[1] for info in storage.list("docs/")}
     assert in_storage == newest_two  # data gone too, not only manifests
     # The backup that made the third and fourth deletions says so.
-    assert jobs.get(made[2]["id"])["metadata"]["retention_deleted"] == [made[0]["snapshot_name"]]
-    assert jobs.get(made[3]["id"])["metadata"]["retention_deleted"] == [made[1]["snapshot_name"]]
+    assert jobs.get(made[2]["id"]).metadata["retention_deleted"] == [made[0]["snapshot_name"]]
+    assert jobs.get(made[3]["id"]).metadata["retention_deleted"] == [made[1]["snapshot_name"]]
 
 
 def test_catalog_survives_losing_the_job_records(client, jobs, qdrant, worker, engine_config, redis_client):  # noqa: ANN001

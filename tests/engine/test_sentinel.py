@@ -163,7 +163,7 @@ def test_backup_completes_across_a_sentinel_failover(sentinel_setup, engine_conf
     worker = start_worker()
 
     job = post_job(client, type="backup", collection_name="big", metadata={"keep_on_qdrant": True})
-    wait_until(lambda: jobs.get(job["id"])["progress"] > 20, timeout=30, what="the transfer to be under way")
+    wait_until(lambda: jobs.get(job["id"]).progress > 20, timeout=30, what="the transfer to be under way")
 
     sentinel = redis.Redis(port=ports["sentinel"], decode_responses=True)
     assert sentinel.sentinel_get_master_addr_by_name(MASTER_NAME)[1] == ports["master"]
@@ -171,7 +171,7 @@ def test_backup_completes_across_a_sentinel_failover(sentinel_setup, engine_conf
     killed_at = time.monotonic()
     wait_until(lambda: int(sentinel.sentinel_get_master_addr_by_name(MASTER_NAME)[1]) == ports["replica"],
                timeout=20, what="the sentinel to promote the replica")
-    assert jobs.get(job["id"])["status"] == "running"  # the failover happened mid-job
+    assert jobs.get(job["id"]).status == "running"  # the failover happened mid-job
     qdrant.faults.throttle(None)
 
     done = wait_for_job(jobs, job["id"], timeout=60, worker=worker)

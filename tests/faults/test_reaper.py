@@ -18,26 +18,29 @@ import redis
 
 from scheduler.reaper import Reaped, Reaper
 from shared.adapters.heartbeat import JobHeartbeat, heartbeat_key, redis_now_ms
+from shared.adapters.locks import Lease
 from shared.pipeline.broker import make_broker
-from shared.pipeline.dispatch import make_enqueuer, send_step
+from shared.pipeline.dispatch import send_step
 from shared.records.job_store import JobStore
 from shared.runtime.config import Config
+from shared.services import Services
 from tests.engine.conftest import wait_until
+from workers.frame import StepPulse
 
 GRACE = 2
 
 
 @pytest.fixture
 def reaper(engine_config: Config, redis_client: redis.Redis) -> Reaper:
-    return Reaper(redis_client, engine_config.key_prefix, make_enqueuer(engine_config), GRACE, max_requeues=2)
+    return Reaper(redis_client, engine_config.key_prefix, Services(engine_config).enqueue, GRACE, max_requeues=2)
 
 
 def running_backup(jobs: JobStore, *steps: str) -> str:
     job = jobs.create("backup", "docs", metadata={"storage_id": "st_test"})
-    jobs.transition(job["id"], "running")
+    jobs.transition(job.id, "running")
     for step in steps:
-        jobs.record_step(job["id"], step, {})
-    return job["id"]
+        jobs.record_step(job.id, step, {})
+    return job.id
 
 
 def beat_long_ago(client: redis.Redis, prefix: str, job_id: str, seconds: float = 60) -> None:
@@ -64,16 +67,16 @@ def test_silent_job_without_a_message_is_requeued_then_failed(reaper, jobs, redi
         sent = messages(redis_client, prefix, "backups")
         assert [(m["actor_name"], m["args"]) for m in sent] == [("backup_transfer", [job_id])]
         assert reaper.run_once() == []  # the new message is its sign of life now
-        assert jobs.get(job_id)["status"] == "running"
+        assert jobs.get(job_id).status == "running"
         lose_messages(redis_client, prefix)
         beat_long_ago(redis_client, prefix, job_id)
 
     [reaped] = reaper.run_once()
     assert reaped == Reaped(job_id, "failed", "running", reaped.silent_seconds) and reaped.silent_seconds >= 60
     failed = jobs.get(job_id)
-    assert failed["status"] == "failed"
-    assert failed["error"].startswith("the worker running this job stopped responding")
-    assert "re-enqueueing it 2 times did not help; retry the job" in failed["error"]
+    assert failed.status == "failed"
+    assert failed.error.startswith("the worker running this job stopped responding")
+    assert "re-enqueueing it 2 times did not help; retry the job" in failed.error
     assert messages(redis_client, prefix, "backups") == []
     assert redis_client.zscore(heartbeat_key(prefix), job_id) is None
 
@@ -89,7 +92,7 @@ def test_job_whose_message_waits_in_the_queue_is_left_alone(reaper, jobs, redis_
         beat_long_ago(redis_client, prefix, job_id, seconds=3600)
 
     assert reaper.run_once() == []
-    assert [jobs.get(j)["status"] for j in (waiting, delayed)] == ["running", "running"]
+    assert [jobs.get(j).status for j in (waiting, delayed)] == ["running", "running"]
     assert len(messages(redis_client, prefix, "backups")) == 1
     assert len(messages(redis_client, prefix, "backups.DQ")) == 1
 
@@ -98,22 +101,24 @@ def test_job_is_left_alone_while_its_worker_beats_and_reaped_after_it_stops(reap
                                                                             engine_config):
     prefix = engine_config.key_prefix
     job_id = running_backup(jobs, "create_started", "create")
-    heartbeat = JobHeartbeat(redis_client, prefix, job_id, interval=0.2).start()
+    heartbeat = JobHeartbeat(redis_client, prefix, job_id)
     began = time.monotonic()
 
     def beating_past_the_grace_period() -> bool:
         assert reaper.run_once() == [], "a job whose worker beats was reaped"
         return time.monotonic() - began > GRACE + 1
 
-    wait_until(beating_past_the_grace_period, timeout=GRACE + 5, what="more than the grace period of beats")
-    heartbeat.stop(job_ended=False)  # the step ended and handed the job on -- but that message got lost
+    # The worker frame's own pulse thread (lease renewal and heartbeat), as it runs around a long step.
+    with StepPulse(Lease(redis_client, f"{prefix}lock:c:docs", job_id), heartbeat, interval=0.2):
+        wait_until(beating_past_the_grace_period, timeout=GRACE + 5, what="more than the grace period of beats")
+    heartbeat.finish(job_ended=False)  # the step ended and handed the job on -- but that message got lost
     stopped = time.monotonic()
     acted: list[Reaped] = []
     wait_until(lambda: bool(acted.extend(reaper.run_once()) or acted), timeout=GRACE + 5,
                what="the reaper to act on the silent job")
     assert time.monotonic() - stopped >= GRACE - 0.5
     assert [(r.job_id, r.action) for r in acted] == [(job_id, "requeued")]
-    assert jobs.get(job_id)["status"] == "running"
+    assert jobs.get(job_id).status == "running"
 
 
 def test_delayed_message_a_worker_forgot_is_replaced(reaper, jobs, redis_client, engine_config):  # noqa: ANN001
@@ -144,8 +149,8 @@ def test_delayed_message_a_worker_forgot_is_replaced(reaper, jobs, redis_client,
 
 def test_pending_job_whose_hand_off_was_lost_is_cancelled_after_requeues(jobs, redis_client, engine_config):  # noqa: ANN001
     prefix = engine_config.key_prefix
-    reaper = Reaper(redis_client, prefix, make_enqueuer(engine_config), GRACE, max_requeues=1)
-    job_id = jobs.create("backup", "docs", metadata={"storage_id": "st_test"})["id"]  # never enqueued
+    reaper = Reaper(redis_client, prefix, Services(engine_config).enqueue, GRACE, max_requeues=1)
+    job_id = jobs.create("backup", "docs", metadata={"storage_id": "st_test"}).id  # never enqueued
     acted: list[Reaped] = []
     wait_until(lambda: bool(acted.extend(reaper.run_once()) or acted), timeout=GRACE + 5,
                what="the reaper to notice the pending job")
@@ -156,5 +161,5 @@ def test_pending_job_whose_hand_off_was_lost_is_cancelled_after_requeues(jobs, r
     beat_long_ago(redis_client, prefix, job_id)
     assert [(r.job_id, r.action) for r in reaper.run_once()] == [(job_id, "failed")]
     cancelled = jobs.get(job_id)
-    assert cancelled["status"] == "cancelled"  # a job that never ran is cancelled, and a retry resubmits it
-    assert cancelled["error"].startswith("this job's queued message was lost")
+    assert cancelled.status == "cancelled"  # a job that never ran is cancelled, and a retry resubmits it
+    assert cancelled.error.startswith("this job's queued message was lost")

@@ -46,7 +46,7 @@ def test_backup_survives_a_redis_restart_mid_transfer(own_redis, engine_config, 
         wait_until(lambda: leader_pid(probe, config.key_prefix) == scheduler.pid, timeout=15,
                    what="the scheduler to lead")
         job = post_job(client, type="backup", collection_name="big", metadata={"keep_on_qdrant": True})
-        wait_until(lambda: jobs.get(job["id"])["progress"] > 20, timeout=30, what="the transfer to be under way")
+        wait_until(lambda: jobs.get(job["id"]).progress > 20, timeout=30, what="the transfer to be under way")
 
         own_redis.stop()
         wait_until(lambda: "Unexpected failure in after_process_message" in worker.log(), timeout=20,

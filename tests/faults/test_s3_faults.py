@@ -54,7 +54,7 @@ def test_s3_outage_mid_upload_is_retried_and_completes_once_s3_is_back(app, clie
     retried = [line for line in worker.log().splitlines() if "step failed, will retry" in line]
     assert s3_proxy.endpoint in retried[0], retried
     during = jobs.get(job["id"])
-    assert during["status"] == "running" and during["error"] is None
+    assert during.status == "running" and during.error is None
     # The failed attempt could not abort its upload (S3 was gone): an incomplete upload, no object, no manifest.
     assert len(multipart_uploads(boto_s3, s3_bucket)) == 1
     assert object_keys(boto_s3, s3_bucket) == []

@@ -33,7 +33,7 @@ def test_worker_killed_mid_s3_upload_leaves_one_whole_backup(app, client, jobs, 
 
     wait_until(lambda: part_uploaded(boto_s3, s3_bucket), timeout=30, what="a multipart upload with a part in S3")
     first.kill()
-    assert jobs.get(job["id"])["status"] == "running"
+    assert jobs.get(job["id"]).status == "running"
     assert len(multipart_uploads(boto_s3, s3_bucket)) == 1  # what the crash leaves for the redelivery to clean
     source = qdrant_checksums(client)
     qdrant.faults.throttle(None)
@@ -60,10 +60,10 @@ def test_worker_killed_during_finalize_completes_once(app, client, jobs, qdrant,
     source = qdrant_checksums(client)
     first.kill()
     in_flight = jobs.get(job["id"])
-    assert in_flight["status"] == "running"
+    assert in_flight.status == "running"
     storage = storage_backend(app, storage_cfg["id"])
     # The manifest is written only after the data was checked, so what is there already is a whole backup.
-    manifest = json.loads(storage.read_bytes(manifest_key("big", in_flight["snapshot_name"])))
+    manifest = json.loads(storage.read_bytes(manifest_key("big", in_flight.snapshot_name)))
     assert sha256_of(storage, manifest["key"]) == manifest["sha256"] == source[manifest["qdrant_snapshot_name"]]
 
     second = start_worker()
@@ -86,7 +86,7 @@ def test_worker_killed_mid_restore_upload_restores_once(app, client, jobs, qdran
 
     qdrant.faults.throttle_uploads(1 * MiB)  # the local backup is streamed into Qdrant's upload endpoint: ~8 s
     restore = post_job(client, type="restore", collection_name="docs", snapshot_name=backup["snapshot_name"])
-    wait_until(lambda: jobs.get(restore["id"])["progress"] > 30, timeout=30, what="the upload to be under way")
+    wait_until(lambda: jobs.get(restore["id"]).progress > 30, timeout=30, what="the upload to be under way")
     assert any(m == "POST" and p.endswith("/snapshots/upload") for m, p in qdrant.requests_seen)
     first.kill()
     qdrant.faults.throttle_uploads(None)

@@ -2,7 +2,7 @@
 
 Qdrant renders its internal errors as ``"<Kind prefix>: <description>"`` (for example
 ``Not found: Collection `foo` doesn't exist!``). The double builds every error through these helpers so
-the prefixes and codes stay the ones in SNAPSHOT_API.md section 1.
+the prefixes and codes stay the ones in Qdrant's source (its REST error layer).
 """
 
 from __future__ import annotations

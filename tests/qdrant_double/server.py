@@ -3,9 +3,9 @@
 Why a double and not mocks: QBM's correctness depends on wire details (202 without a result, errors
 that are JSON on most routes but plain text on downloads and auth, Content-Length on downloads,
 multipart uploads, checksum sidecars, wait=false work that finishes later). The double reproduces those
-over real HTTP with real files, following SNAPSHOT_API.md and Qdrant's openapi.json, so tests exercise
-the same code paths production does. It runs werkzeug's threaded server on 127.0.0.1 in a background
-thread.
+over real HTTP with real files, following Qdrant's own source and its openapi.json (tests/fixtures holds the
+schemas taken from it), so tests exercise the same code paths production does. It runs werkzeug's threaded server
+on 127.0.0.1 in a background thread.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import pytest
 
 from shared.runtime.timeutil import to_iso
 from shared.schedules.store import handled_until
-from shared.schedules.timing import once_per_slot, plan_catch_up, wall_clock_slot
+from shared.schedules.timing import plan_catch_up, wall_clock_slot
 from shared.schedules.triggers import InvalidSchedule, build_trigger, parse_crontab, ticks_between
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -25,18 +25,11 @@ def utc(*args: int) -> datetime:
 
 
 def test_apscheduler_fires_twice_at_0230_on_the_fall_back_night():
-    """The problem the slot rule exists for (STACK_NOTES), pinned so an APScheduler upgrade that fixes it
+    """The problem the slot rule exists for, pinned so an APScheduler upgrade that fixes it
     shows up here."""
     ticks = ticks_between(parse_crontab("30 2 * * *", BERLIN), utc(2026, 10, 24, 12), utc(2026, 10, 26, 12))
     assert ticks == [utc(2026, 10, 25, 0, 30), utc(2026, 10, 25, 1, 30), utc(2026, 10, 26, 1, 30)]
     assert {wall_clock_slot(t, BERLIN) for t in ticks[:2]} == {"2026-10-25T02:30:00"}
-
-
-def test_one_run_per_local_wall_clock_slot():
-    ticks = ticks_between(parse_crontab("30 2 * * *", BERLIN), utc(2026, 10, 24, 12), utc(2026, 10, 26, 12))
-    runs = once_per_slot(ticks, BERLIN)
-    assert runs == [utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)]
-    assert [r.astimezone(BERLIN).strftime("%d %H:%M %Z") for r in runs] == ["25 02:30 CEST", "26 02:30 CET"]
 
 
 def test_the_fire_path_runs_the_repeated_slot_once(firing, schedules, job_store, handed_over):
@@ -48,7 +41,7 @@ def test_the_fire_path_runs_the_repeated_slot_once(firing, schedules, job_store,
     assert [r is not None for r in results] == [True, False, True]
     jobs, total = job_store.list()
     assert total == 2 and len(handed_over) == 2
-    assert sorted(j["metadata"]["scheduled_for"] for j in jobs) == ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]
+    assert sorted(j.metadata["scheduled_for"] for j in jobs) == ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]
 
 
 def test_interval_schedules_count_seconds_not_wall_clock(firing, schedules, job_store):

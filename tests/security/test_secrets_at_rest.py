@@ -7,7 +7,6 @@ through a comma-separated list and ``qbm rotate-secrets``.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -156,8 +155,7 @@ def test_secret_key_variable_is_validated_and_never_shown():
     first, second = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     config = load_config({"QBM_SECRET_KEY": f" {first} , {second} "})
     assert config.secret_keys == (first, second)
-    assert first not in repr(config) and first not in json.dumps(config.redacted())
-    assert config.redacted()["secret_keys"] == "2 key(s)"
+    assert first not in repr(config) and second not in repr(config)
     assert first in config.secrets and second in config.secrets  # scrubbed from log lines
     assert load_config({}).secret_keys == ()
     for bad in ("short", first[:-2], first + "AA", "x" * 44):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import re
+import secrets
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +23,8 @@ from datetime import datetime, timedelta
 from typing import BinaryIO, Protocol
 
 MiB = 1024 * 1024
+#: Probe objects written by ``test()`` start with this (never a backup key: those start with a collection).
+PROBE_PREFIX = ".qbm-probe-"
 DEFAULT_CHUNK_SIZE = 1 * MiB
 DEFAULT_MAX_READ_BYTES = 16 * MiB
 MAX_KEY_LENGTH = 1024  # S3's limit (bytes of UTF-8); applied everywhere so keys stay portable
@@ -131,15 +134,14 @@ def _check_component(key: str, part: str) -> None:
 
 
 #: Chunks at least this big are hashed on a helper thread (hashlib releases the GIL while it hashes them), so
-#: hashing one chunk overlaps receiving and writing the next instead of adding to it: sha256 (~1.4 GB/s on
-#: one core) was a third of a local backup's transfer time. Smaller chunks (manifests) are hashed inline.
+#: hashing one chunk overlaps receiving and writing the next instead of adding to it (sha256 on one core costs
+#: about as much as the copy itself). Smaller chunks (manifests) are hashed inline.
 HASH_OFFLOAD_MIN = 256 * 1024
 #: Bytes handed to the hashing thread and not hashed yet, at most (bounded memory: two 4 MiB download chunks).
 HASH_BACKLOG_BYTES = 8 * MiB
 #: A :class:`Readable` source is read into this many reused buffers of this size: one being filled, one with the
 #: caller (being written), one being hashed. Reusing them spares a fresh allocation, and the copies and page
-#: faults that come with it, per chunk: a local backup's transfer path went from 0.70x to 0.81x of ``curl -o``
-#: (bench/RESULTS.md), within 13 % of what sha256 alone allows on that machine.
+#: faults that come with it, per chunk (the before/after figures are in bench/RESULTS.md).
 READ_BUFFER_SIZE = 4 * MiB
 READ_BUFFERS = 3
 
@@ -303,11 +305,6 @@ class Storage(abc.ABC):
     def open(self, key: str) -> BinaryIO:
         """A streaming reader (``.read(n)``, context manager). Raises :class:`ObjectNotFound`."""
 
-    def iter_chunks(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
-        """Stream an object as chunks. Raises :class:`ObjectNotFound` when called, not on first ``next()``."""
-        reader = self.open(key)
-        return _iter_reader(reader, chunk_size)
-
     @abc.abstractmethod
     def stat(self, key: str) -> ObjectInfo:
         """Size and modification time. Raises :class:`ObjectNotFound`."""
@@ -357,19 +354,42 @@ class Storage(abc.ABC):
     def write_bytes(self, key: str, data: bytes) -> WriteResult:
         return self.write(key, [data])
 
-    @abc.abstractmethod
     def test(self) -> tuple[bool, str]:
-        """Write and remove a probe object. Returns ``(ok, message)``; never raises for backend failures."""
+        """Write, read back and remove a probe object: proves the location, credentials and write permission.
+        Returns ``(ok, message)``; never raises for backend failures."""
+        problem = self._unusable()
+        if problem:
+            return False, problem
+        probe = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
+        payload = b"qbm storage probe\n"
+        try:
+            self.write_bytes(probe, payload)
+            try:
+                if self.read_bytes(probe) != payload:
+                    return False, f"a test {self._probe_noun} written to {self._where} read back differently"
+            finally:
+                self.delete(probe)
+        except StorageError as exc:
+            return False, str(exc)
+        except Exception as exc:  # noqa: BLE001 - test() reports, it does not raise
+            return False, self._describe_test_failure(exc)
+        return True, f"wrote, read back and removed a test {self._probe_noun} in {self._where}"
+
+    #: What the probe is called in test()'s messages, and where it goes.
+    _probe_noun = "object"
+
+    @property
+    @abc.abstractmethod
+    def _where(self) -> str:
+        """The location, as test()'s messages name it (``/backups``, ``bucket 'b' at https://...``)."""
+
+    def _unusable(self) -> str | None:
+        """Why a probe need not even be tried (None: try it)."""
+        return None
+
+    def _describe_test_failure(self, exc: Exception) -> str:
+        return f"testing {self._where} failed: {exc}"
 
     def presigned_get_url(self, key: str, expires: timedelta) -> str:
         """A time-limited URL anyone can GET (lets Qdrant download a snapshot straight from S3)."""
         raise NotImplementedError(f"{self.kind} storage cannot produce presigned URLs")
-
-
-def _iter_reader(reader: BinaryIO, chunk_size: int) -> Iterator[bytes]:
-    with reader:
-        while True:
-            chunk = reader.read(chunk_size)
-            if not chunk:
-                return
-            yield chunk

@@ -42,8 +42,6 @@ from .base import (
     validate_prefix,
 )
 
-_PROBE_PREFIX = ".qbm-probe-"
-
 
 class LocalStorage(Storage):
     """A directory holding objects as plain files; the key is the path relative to the root.
@@ -282,24 +280,21 @@ class LocalStorage(Storage):
 
     # -- connectivity ----------------------------------------------------------------------------------------
 
-    def test(self) -> tuple[bool, str]:
-        """Create the root if needed, write, read back and remove a probe file."""
-        probe = f"{_PROBE_PREFIX}{secrets.token_hex(8)}"
-        payload = b"qbm storage probe\n"
-        try:
-            if self.root.exists() and not self.root.is_dir():
-                return False, f"storage path {self.root} is a file, not a directory"
-            self.write_bytes(probe, payload)
-            try:
-                if self.read_bytes(probe) != payload:
-                    return False, f"a test file written to {self.root} read back differently"
-            finally:
-                self.delete(probe)
-        except StorageError as exc:
-            return False, str(exc)
-        except OSError as exc:  # pragma: no cover - defensive: every path above maps its own errors
-            return False, _os_error(exc, "testing", self.root).args[0]
-        return True, f"wrote, read back and removed a test file in {self.root}"
+    _probe_noun = "file"
+
+    @property
+    def _where(self) -> str:
+        return str(self.root)
+
+    def _unusable(self) -> str | None:
+        if self.root.exists() and not self.root.is_dir():
+            return f"storage path {self.root} is a file, not a directory"
+        return None
+
+    def _describe_test_failure(self, exc: Exception) -> str:
+        if isinstance(exc, OSError):  # defensive: every path of a write maps its own errors
+            return _os_error(exc, "testing", self.root).args[0]
+        return super()._describe_test_failure(exc)
 
 
 def _os_error(exc: OSError, action: str, path: Path) -> StorageError:

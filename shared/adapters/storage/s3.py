@@ -3,10 +3,11 @@
 Snapshots are streamed with a multipart upload of unknown length, driven here rather than by minio's
 ``put_object``: the caller's chunks are hashed as they are taken and packed into parts, and while one part is
 being filled up to ``parallel_parts`` (2) earlier parts are uploading on a small executor of our own, so
-reading the source, hashing, signing and the server's work on a part overlap instead of taking turns (measured
-in bench/RESULTS.md: 0.80x -> ~1.0x of ``fput_object``'s speed). Memory is bounded by ``parallel_parts + 1``
-parts. minio's own parallel mode is not used: it leaves its worker threads behind and races part uploads
-against the abort when the source fails; ours waits for every part in flight before it aborts.
+reading the source, hashing, signing and the server's work on a part overlap instead of taking turns (the
+figures are in bench/RESULTS.md). Memory is bounded by ``parallel_parts + 1`` parts. The multipart calls are
+minio's private ones, fenced in :mod:`.minio_multipart`. minio's own parallel mode is not used: it leaves its
+worker threads behind and races part uploads against the abort when the source fails; ours waits for every
+part in flight before it aborts.
 
 Multipart uploads become visible only when completed, so a failed or cancelled write leaves no object: on any
 exception (the source's, S3's, or a BaseException such as a worker shutdown) the upload is aborted, best effort.
@@ -21,7 +22,6 @@ import io
 import logging
 import math
 import os
-import secrets
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -53,6 +53,7 @@ from .base import (
     validate_key,
     validate_prefix,
 )
+from .minio_multipart import Multipart
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ DEFAULT_PART_SIZE = 16 * MiB  # 10,000 parts (S3's limit) x 16 MiB = 156 GiB per
 MAX_PARTS = 10_000  # S3's limit on parts per multipart upload
 DEFAULT_PARALLEL_PARTS = 2  # parts uploading while the next one is filled
 MAX_PRESIGN_EXPIRY = timedelta(days=7)  # SigV4 limit
-_PROBE_PREFIX = ".qbm-probe-"
 
 
 class S3Storage(Storage):
@@ -104,6 +104,7 @@ class S3Storage(Storage):
                                  secure=secure, region=self.region, http_client=http)
         except ValueError as exc:
             raise StorageError(self._scrub(f"invalid S3 settings for {self.endpoint}: {exc}")) from None
+        self._multipart = Multipart(self._client, self.bucket)
 
     def __repr__(self) -> str:
         names = ("endpoint", "bucket", "region")
@@ -143,8 +144,7 @@ class S3Storage(Storage):
     def _write_parts(self, key: str, first: bytearray, parts: _PartReader) -> None:
         """Multipart upload: ``parallel_parts`` parts upload on our executor while the next is being filled."""
         try:
-            upload_id = self._client._create_multipart_upload(self.bucket, key,
-                                                              {"Content-Type": "application/octet-stream"})
+            upload_id = self._multipart.create(key)
         except Exception as exc:
             raise self._error(exc, key, "writing") from exc
         done: list[Part] = []
@@ -162,14 +162,14 @@ class S3Storage(Storage):
                     done.append(Part(finished, future.result()))
                     if isinstance(sent, bytearray):
                         spare.append(sent)
-                in_flight.append((number, executor.submit(self._client._upload_part, self.bucket, key, data,
-                                                          None, upload_id, number), data))
+                in_flight.append((number, executor.submit(self._multipart.upload_part, key, upload_id, number, data),
+                                  data))
                 number, data = number + 1, None
                 data = parts.next_part(spare.pop() if spare else None)
             while in_flight:
                 finished, future, _ = in_flight.popleft()
                 done.append(Part(finished, future.result()))
-            self._client._complete_multipart_upload(self.bucket, key, upload_id, done)
+            self._multipart.complete(key, upload_id, done)
         except BaseException as exc:
             # Abort only once no part is still being sent: a part landing after the abort would stay (and cost).
             for _, future, _ in in_flight:
@@ -185,7 +185,7 @@ class S3Storage(Storage):
     def _abort_upload(self, key: str, upload_id: str) -> None:
         """Best effort, after a failed write: abort our multipart upload (a warning if that fails too)."""
         try:
-            self._client._abort_multipart_upload(self.bucket, key, upload_id)
+            self._multipart.abort(key, upload_id)
         except Exception as exc:  # noqa: BLE001 - cleanup must not mask the original failure
             log.warning("could not abort an incomplete upload of %r in bucket %r: %s (a bucket lifecycle "
                         "rule for incomplete multipart uploads cleans these up)", key, self.bucket,
@@ -205,10 +205,10 @@ class S3Storage(Storage):
         # of paging we list again from the start: aborted uploads drop out of the listing.
         aborted = 0
         for _ in range(1000):
-            result = self._client._list_multipart_uploads(self.bucket, prefix=prefix, max_uploads=1000)
+            result = self._multipart.list(prefix)
             doomed = [u for u in result.uploads if u.upload_id and (not exact or u.object_name == prefix)]
             for upload in doomed:
-                self._client._abort_multipart_upload(self.bucket, upload.object_name, upload.upload_id)
+                self._multipart.abort(upload.object_name, upload.upload_id)
             aborted += len(doomed)
             if not result.is_truncated or not doomed:
                 break
@@ -276,23 +276,12 @@ class S3Storage(Storage):
 
     # -- connectivity, URLs ----------------------------------------------------------------------------------
 
-    def test(self) -> tuple[bool, str]:
-        """Write, read back and remove a probe object: proves credentials, bucket and write permission."""
-        probe = f"{_PROBE_PREFIX}{secrets.token_hex(8)}"
-        payload = b"qbm storage probe\n"
-        try:
-            self.write_bytes(probe, payload)
-            try:
-                if self.read_bytes(probe) != payload:
-                    return False, f"a test object written to bucket {self.bucket!r} read back differently"
-            finally:
-                self.delete(probe)
-        except StorageError as exc:
-            return False, str(exc)
-        except Exception as exc:  # noqa: BLE001 - test() reports, it does not raise
-            return False, self._scrub(f"testing bucket {self.bucket!r} at {self.endpoint} failed: {exc}")
-        return True, (f"wrote, read back and removed a test object in bucket {self.bucket!r} "
-                      f"at {self.endpoint}")
+    @property
+    def _where(self) -> str:
+        return f"bucket {self.bucket!r} at {self.endpoint}"
+
+    def _describe_test_failure(self, exc: Exception) -> str:
+        return self._scrub(f"testing bucket {self.bucket!r} at {self.endpoint} failed: {exc}")
 
     def presigned_get_url(self, key: str, expires: timedelta) -> str:
         """A URL that lets anyone holding it GET the object until it expires (at most 7 days, SigV4's limit).

@@ -1,0 +1,175 @@
+"""The frame every step runs in (:func:`run_step`), and the one thread that keeps a running step alive.
+
+A step function only does its own work: it gets the job (read once, with its step records) and returns what
+it wants recorded. Everything else is the frame's, so no step repeats it:
+
+* messages for jobs that ended are dropped, a cancelled job is cleaned up instead of run;
+* a step that already recorded its result is not run again (a redelivery after a crash, a duplicate);
+* one job at a time per collection (or shard): the collection's :class:`~shared.adapters.locks.Lease`, or the
+  step waits and comes back later without failing;
+* while the step runs, :class:`StepPulse` renews the lease and beats the job's heartbeat (for the reaper);
+* then the result is recorded and the next step sent, or the job completed; failures are judged by
+  :mod:`workers.errors`: transient ones are raised back to Dramatiq, whose Retries middleware runs the step
+  again with backoff; permanent ones and the last retry end the job ``failed`` with a readable reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from shared.adapters.heartbeat import JobHeartbeat, beat_interval
+from shared.adapters.locks import Lease
+from shared.pipeline.chains import STEPS
+from shared.pipeline.dispatch import send_step
+from shared.records.job import Job, JobStatus
+from shared.records.job_store import JobNotFound, TransitionError
+from shared.runtime.logs import bind_log_context
+from shared.runtime.timeutil import utcnow_iso
+from workers import backup
+from workers.context import Context
+from workers.errors import JobCancelled, PermanentError, describe, is_transient
+from workers.retention_hook import apply_schedule_retention
+
+log = logging.getLogger("qbm.worker")
+
+#: A step: does its work for the job and returns what to record for it (None: just that it is done).
+Step = Callable[[Context, Job], dict | None]
+
+MAX_RETRIES = 6
+LOCK_WAIT_MS = 3_000
+
+
+def attempt() -> int:
+    """How many times Dramatiq has retried the message being processed (0 on the first run)."""
+    message = CurrentMessage.get_current_message()
+    return int(message.options.get("retries", 0)) if message else 0
+
+
+class StepPulse:
+    """One background thread per running step: renews the collection's lease and beats the job's heartbeat.
+
+    Why: a step can sit in one call for hours (Qdrant building a snapshot with ``wait=true``), so neither
+    can be done between chunks. The lease would expire and let a second job write the same collection; the
+    reaper would take the silent job for one whose worker died. Redis errors are skipped: the lease's TTL and
+    the reaper's grace both leave room for several missed ticks."""
+
+    def __init__(self, lease: Lease, heartbeat: JobHeartbeat, interval: float) -> None:
+        self.lease, self.heartbeat = lease, heartbeat
+        self.interval = min(interval, lease.ttl_ms / 3000)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"pulse:{heartbeat.job_id}", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.heartbeat.beat()
+            try:
+                self.lease.renew()
+            except Exception as exc:  # noqa: BLE001 - the next tick tries again
+                log.debug("lease not renewed: %s", exc)
+
+    def __enter__(self) -> StepPulse:
+        self.heartbeat.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def run_step(ctx: Context, broker: dramatiq.Broker, steps: dict[str, Step], step: str, job_id: str) -> None:
+    """Run ``step`` of job ``job_id`` in the frame described in the module docstring.
+
+    ``steps`` maps the step names of the job's chain to their functions; ``broker`` receives the next step
+    (or this one again, delayed, while another job holds the collection)."""
+    try:
+        job = ctx.jobs.get_with_steps(job_id)
+    except JobNotFound:
+        log.warning("message for unknown job dropped", extra={"job_id": job_id, "step": step})
+        return
+    bind_log_context(collection=job.collection_name)  # reset with the message's context (workers.broker)
+    extra = {"job_id": job_id, "step": step, "collection": job.collection_name}
+    lease = Lease(ctx.redis, ctx.lease_key(job), job_id)
+    if job.status == JobStatus.CANCELLED:
+        _cleanup_cancelled(ctx, job)
+        lease.release()
+        return
+    if job.status in (JobStatus.COMPLETED, JobStatus.FAILED):
+        return  # a stale or duplicate message
+    if not lease.acquire():
+        log.info("collection busy with job %s; waiting", lease.holder_now(), extra=extra)
+        send_step(broker, job.type, step, job_id, delay_ms=LOCK_WAIT_MS + random.randint(0, 1000))
+        return
+    if job.status == JobStatus.PENDING:
+        try:
+            ctx.jobs.transition(job_id, JobStatus.RUNNING)
+        except TransitionError:
+            if ctx.jobs.get(job_id).status != JobStatus.RUNNING:  # cancelled between our read and now
+                lease.release()
+                return
+    heartbeat = JobHeartbeat(ctx.redis, ctx.config.key_prefix, job_id)
+    ended = True
+    try:
+        with StepPulse(lease, heartbeat, beat_interval(ctx.config.reaper_grace_seconds)):
+            if step not in job.steps:
+                log.info("step started", extra=extra)
+                result = steps[step](ctx, job)
+                ctx.jobs.record_step(job_id, step, result if result is not None else {"at": utcnow_iso()})
+            ended = _advance(ctx, broker, job, step)
+    except JobCancelled:
+        _cleanup_cancelled(ctx, ctx.jobs.get_with_steps(job_id))
+    except Exception as exc:
+        if is_transient(exc) and attempt() < MAX_RETRIES:
+            ended = False
+            log.warning("step failed, will retry: %s", describe(exc), extra=extra)
+            raise
+        if not isinstance(exc, PermanentError) and not is_transient(exc):
+            log.exception("step failed unexpectedly", extra=extra)
+        reason = describe(exc)
+        if is_transient(exc):
+            reason = f"gave up after {MAX_RETRIES + 1} attempts: {reason}"
+        _fail(ctx, job_id, reason)
+    finally:
+        heartbeat.finish(job_ended=ended)
+        if ended:
+            lease.release()
+            ctx.record_job_end(job_id)  # for GET /metrics; never raises
+
+
+def _advance(ctx: Context, broker: dramatiq.Broker, job: Job, step: str) -> bool:
+    """Send the next step, or end the job when this was the last. Returns True when the job ended."""
+    chain = STEPS[job.type]
+    index = chain.index(step)
+    if index + 1 < len(chain):
+        if ctx.jobs.get(job.id).status == JobStatus.CANCELLED:
+            raise JobCancelled(job.id)
+        send_step(broker, job.type, chain[index + 1], job.id)
+        return False
+    apply_schedule_retention(ctx, job)  # scheduled backups only; never raises
+    ctx.jobs.set_progress(job.id, 100)
+    try:
+        ctx.jobs.transition(job.id, JobStatus.COMPLETED)
+    except TransitionError:
+        pass  # cancelled at the last moment: the backup is complete and stays
+    log.info("job completed", extra={"job_id": job.id, "collection": job.collection_name})
+    return True
+
+
+def _cleanup_cancelled(ctx: Context, job: Job) -> None:
+    if job.family == "backup":
+        backup.cleanup_cancelled(ctx, job)
+    log.info("job cancelled; cleaned up", extra={"job_id": job.id, "collection": job.collection_name})
+
+
+def _fail(ctx: Context, job_id: str, reason: str) -> None:
+    try:
+        ctx.jobs.transition(job_id, JobStatus.FAILED, error=reason)
+    except TransitionError:
+        pass  # cancelled meanwhile: the user's decision stands
+    log.warning("job failed: %s", reason, extra={"job_id": job_id})
