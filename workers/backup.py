@@ -8,6 +8,7 @@ worker crash) or a retry resumes where the job stopped instead of starting over.
 from __future__ import annotations
 
 import logging
+import time
 
 from shared.adapters.qdrant import QdrantError
 from shared.adapters.storage.base import Cancelled
@@ -22,10 +23,17 @@ log = logging.getLogger("qbm.worker.backup")
 CREATE_END, TRANSFER_END = 10, 95
 
 
+#: How long a listed snapshot may show no checksum: Qdrant renames the snapshot into place first and writes
+#: its ``.checksum`` sidecar right after, so a listing in between is a snapshot still in flight.
+CHECKSUM_WAIT_SECONDS = 30.0
+
+
 def _points_count(ctx: Context, job: Job) -> int | None:
+    """The exact count for a collection (collection info's is an estimate); a shard's count is the one its
+    node reports in the shard layout (Qdrant has no exact count per shard id)."""
     c, shard = job.collection_name, job.shard_id
     if shard is None:
-        return ctx.qdrant.collection_info(c).get("points_count")
+        return ctx.qdrant.count_points(c, exact=True)
     info = ctx.qdrant.collection_cluster_info(c)
     for local in info.get("local_shards", []):
         if local.get("shard_id") == shard:
@@ -55,6 +63,10 @@ def create(ctx: Context, job: Job) -> dict:
         raise
     if not snapshot or not snapshot.get("name"):
         raise PermanentError("Qdrant accepted the snapshot request but returned no snapshot description")
+    if not snapshot.get("checksum"):
+        snapshot = wait_for_checksum(ctx, job, snapshot)
+    if not snapshot.get("checksum"):
+        ctx.jobs.merge_metadata(job.id, {"qdrant_checksum": None})
     ctx.jobs.set_progress(job.id, CREATE_END)
     return {
         "backup_id": backup_id,
@@ -73,7 +85,28 @@ def _adopt(ctx: Context, job: Job, started_at: str) -> dict | None:
     since = parse_iso(started_at).timestamp() - 1
     listed = ctx.qdrant.list_snapshots(job.collection_name, shard_id=job.shard_id)
     found = [s for s in listed if s.get("creation_time") and parse_iso(s["creation_time"]).timestamp() >= since]
-    return max(found, key=lambda s: s["creation_time"]) if found else None
+    if not found:
+        return None
+    newest = max(found, key=lambda s: s["creation_time"])
+    return newest if newest.get("checksum") else wait_for_checksum(ctx, job, newest)
+
+
+def wait_for_checksum(ctx: Context, job: Job, snapshot: dict, timeout: float = CHECKSUM_WAIT_SECONDS) -> dict:
+    """The snapshot's description once Qdrant has written its checksum (see CHECKSUM_WAIT_SECONDS). A Qdrant
+    that keeps its snapshots in S3 never writes one: after ``timeout`` the description is returned as it is
+    and the backup relies on the sha256 QBM computes while copying (the job's metadata says so)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = ctx.qdrant.list_snapshots(job.collection_name, shard_id=job.shard_id)
+        current = next((s for s in listed if s.get("name") == snapshot["name"]), None)
+        if current is None:
+            return snapshot  # gone: the transfer step finds that out and says so
+        if current.get("checksum"):
+            return current
+        time.sleep(0.2)  # polling Qdrant, not synchronising threads
+    log.warning("snapshot %s has no checksum after %g s; relying on the sha256 computed while copying",
+                snapshot["name"], timeout, extra={"job_id": job.id, "collection": job.collection_name})
+    return snapshot
 
 
 def transfer(ctx: Context, job: Job) -> dict:

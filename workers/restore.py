@@ -25,6 +25,9 @@ from workers.errors import JobCancelled, PermanentError, is_transient
 log = logging.getLogger("qbm.worker.restore")
 
 PREPARE_END, RECOVER_END = 5, 90
+#: Sent when the job names none: Qdrant's own default (``#[default] Snapshot``), said out loud so that a server
+#: whose default differs (older documentation says ``replica``) behaves the same.
+DEFAULT_PRIORITY = "snapshot"
 PRESIGN_FOR = timedelta(hours=12)
 
 
@@ -76,7 +79,8 @@ class _CountingReader:
 def recover(ctx: Context, job: Job) -> dict:
     manifest = _manifest(job)
     cfg, storage = ctx.storage_for(job)
-    target, shard, priority = job.target_collection, job.shard_id, job.metadata.get("priority")
+    target, shard = job.target_collection, job.shard_id
+    priority = job.metadata.get("priority") or DEFAULT_PRIORITY
     try:
         if cfg["type"] == "s3" and not job.metadata.get("upload"):
             url = storage.presigned_get_url(manifest.key, PRESIGN_FOR)
@@ -111,12 +115,13 @@ def _delete_uploaded(ctx: Context, job: Job, name: str) -> None:
 
 
 def verify(ctx: Context, job: Job) -> None:
-    """The collection (or shard) exists again and holds as many points as the backup did."""
+    """The collection (or shard) exists again and holds as many points as the backup did (an exact count for a
+    collection; for a shard, the count its node reports)."""
     manifest = _manifest(job)
     target, shard = job.target_collection, job.shard_id
     try:
         if shard is None:
-            points = ctx.qdrant.collection_info(target).get("points_count")
+            points = ctx.qdrant.count_points(target, exact=True)
         else:
             shards = ctx.qdrant.collection_cluster_info(target).get("local_shards", [])
             points = next((s.get("points_count") for s in shards if s.get("shard_id") == shard), None)

@@ -286,6 +286,13 @@ class QdrantClient:
     def collection_info(self, name: str) -> dict[str, Any]:
         return self._result(self._request("GET", f"/collections/{_q(name)}"))
 
+    def count_points(self, name: str, *, exact: bool = True) -> int:
+        """``POST /collections/{name}/points/count``. Collection info's ``points_count`` is only an estimate
+        (segment statistics, deleted points included until optimised): compare backups with this."""
+        result = self._result(self._request("POST", f"/collections/{_q(name)}/points/count",
+                                            json={"exact": exact}))
+        return int(result["count"])
+
     def collection_cluster_info(self, name: str) -> dict[str, Any]:
         return self._result(self._request("GET", f"/collections/{_q(name)}/cluster"))
 

@@ -23,10 +23,6 @@ class JobType(StrEnum):
         """``backup`` or ``restore``: which chain of steps runs the job."""
         return "backup" if self in (JobType.BACKUP, JobType.SHARD_BACKUP) else "restore"
 
-    @property
-    def is_shard(self) -> bool:
-        return self in (JobType.SHARD_BACKUP, JobType.SHARD_RESTORE)
-
 
 class JobStatus(StrEnum):
     PENDING = "pending"
@@ -34,10 +30,6 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
-
-    @property
-    def ended(self) -> bool:
-        return self in TERMINAL_STATUSES
 
 
 JOB_TYPES: tuple[JobType, ...] = tuple(JobType)

@@ -62,6 +62,7 @@ _URL_MAP = Map([
     Rule("/collections/<name>", endpoint="delete_collection", methods=["DELETE"]),
     Rule("/collections/<name>/exists", endpoint="collection_exists", methods=["GET"]),
     Rule("/collections/<name>/cluster", endpoint="collection_cluster", methods=["GET"]),
+    Rule("/collections/<name>/points/count", endpoint="count_points", methods=["POST"]),
     Rule("/collections/<name>/snapshots", endpoint="list_snapshots", methods=["GET"]),
     Rule("/collections/<name>/snapshots", endpoint="create_snapshot", methods=["POST"]),
     Rule("/collections/<name>/snapshots/upload", endpoint="upload_snapshot", methods=["POST"]),
@@ -453,6 +454,19 @@ class QdrantDouble:
     def _h_get_collection(self, request: Request, started: float, name: str) -> Response:
         self.store.require(name)
         return self._ok(self.store.collection_info(name), started)
+
+    def _h_count_points(self, request: Request, started: float, name: str) -> Response:
+        """``POST /collections/{name}/points/count``: exact only when asked (``exact`` defaults to true in
+        Qdrant); a filter is not supported by the double and refused rather than ignored."""
+        body = self._json_body(request)
+        if body.get("filter") is not None or body.get("shard_key") is not None:
+            raise ApiError(400, "Bad request: the Qdrant double counts whole collections only")
+        exact = body.get("exact", True)
+        if not isinstance(exact, bool):
+            raise ApiError(400, "Json deserialize error: exact: invalid type, expected a boolean")
+        self.store.require(name)
+        count = self.store.points_count(name)
+        return self._ok({"count": count if exact else count + self.store.count_drift.get(name, 0)}, started)
 
     def _h_collection_exists(self, request: Request, started: float, name: str) -> Response:
         return self._ok({"exists": self.store.exists(name)}, started)

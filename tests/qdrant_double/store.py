@@ -129,6 +129,13 @@ class Store:
         self._locks: dict[str, threading.RLock] = {}
         # Replica states that differ from "Active" (e.g. ManualRecovery while a recovery runs).
         self._states: dict[tuple[str, int], str] = {}
+        #: Real Qdrant renames a snapshot into place *before* it writes the ``.checksum`` sidecar, so a listing
+        #: can show a snapshot without a checksum; clear this event to hold every new snapshot in that window.
+        self.checksum_written = threading.Event()
+        self.checksum_written.set()
+        #: How far collection info's ``points_count`` is off per collection: real Qdrant's is approximate (it
+        #: counts segments, deleted points included until optimised); only an exact count request is exact.
+        self.count_drift: dict[str, int] = {}
 
     # ----- locking / paths -------------------------------------------------------------------------
 
@@ -246,7 +253,7 @@ class Store:
 
     def collection_info(self, name: str) -> dict[str, Any]:
         config = self.config(name)
-        points = self.points_count(name)
+        points = self.points_count(name) + self.count_drift.get(name, 0)
         threshold = config["optimizer_config"].get("indexing_threshold") or 10000
         return {
             "status": "green",
@@ -331,14 +338,18 @@ class Store:
         return self._store_file(archive, self.snapshot_dir(name, shard_id) / snapshot_name)
 
     def _store_file(self, source: Path, target: Path) -> dict[str, Any]:
-        """Move a finished archive into place the way Qdrant does: checksum first, ``.tmp``, then rename."""
+        """Move a finished archive into place the way Qdrant does (``store_file`` in its snapshots manager):
+        ``.tmp``, rename, and only then the ``.checksum`` sidecar, so a listing in between shows no checksum."""
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             checksum = sha256_file(source)
-            target.with_name(target.name + ".checksum").write_text(checksum)
             tmp = target.with_suffix(".tmp")
             shutil.move(source, tmp)
             os.replace(tmp, target)
+            self.checksum_written.wait(timeout=60)
+            sidecar = target.with_name(target.name + ".checksum")
+            sidecar.with_suffix(".tmp").write_text(checksum)
+            os.replace(sidecar.with_suffix(".tmp"), sidecar)
         finally:
             source.unlink(missing_ok=True)
         return self.describe(target)
