@@ -158,9 +158,17 @@ def test_snapshot_is_a_real_tar_with_a_sidecar_checksum(qdrant):
     assert sidecar.read_text() == hashlib.sha256(data).hexdigest() == description["checksum"]
     assert "\n" not in sidecar.read_text()
     assert description["size"] == len(data)
-    with tarfile.open(path, "r:") as tar:  # uncompressed tar
+    with tarfile.open(path, "r:") as tar:  # uncompressed tar, Qdrant's layout
         names = set(tar.getnames())
-    assert {"config.json", "version.info", "0/segments/data.bin", "1/segments/data.bin"} <= names
+        assert tar.extractfile("version.info").read() == b"0.4.2"  # the format version, not Qdrant's
+        segments = sorted(n for n in names if n.startswith("0/segments/") and n.endswith(".tar"))
+        assert len(segments) == 1
+        with tarfile.open(fileobj=tar.extractfile(segments[0])) as nested:
+            assert {"snapshot/files/data.bin", "segment.json", "version.info"} <= set(nested.getnames())
+        replica = json.loads(tar.extractfile("1/replica_state.json").read())
+        assert replica["is_local"] is True and set(replica["peers"].values()) == {"Active"}
+    assert {"config.json", "payload_index.json", "0/shard_config.json", "1/shard_config.json",
+            "0/wal/first-index", "0/applied_seq.json", "0/newest_clocks.json", "1/oldest_clocks.json"} <= names
     assert not [p for p in (qdrant.snapshots_path / "c").iterdir() if p.suffix == ".tmp"]
 
     body = download(qdrant, f"/collections/c/snapshots/{description['name']}")
@@ -317,14 +325,22 @@ def test_recover_into_existing_collection_with_other_shard_number_is_rejected(qd
     assert qdrant.points_count("c") == 99
 
 
-def test_snapshot_from_an_older_minor_than_the_previous_one_is_rejected(tmp_path):
-    with QdrantDouble(tmp_path / "old", version="1.17.2") as old, QdrantDouble(tmp_path / "new") as new:
-        old.create_collection("c", points=4)
-        url = f"{old.url}/collections/c/snapshots/{create_snapshot(old)['name']}"
-        resp = requests.put(new.url + "/collections/c/snapshots/recover", json={"location": url}, timeout=30)
-        assert resp.status_code == 400
-        assert "not compatible" in resp.json()["status"]["error"]
-        assert not new.collection_exists("c")
+def test_snapshot_in_a_newer_collection_format_is_rejected(qdrant, tmp_path):
+    qdrant.create_collection("c", points=4)
+    original = qdrant.snapshots_path / "c" / create_snapshot(qdrant)["name"]
+    newer = tmp_path / "newer.snapshot"
+    with tarfile.open(original, "r:") as source, tarfile.open(newer, "w", format=tarfile.GNU_FORMAT) as target:
+        for member in source:
+            data = source.extractfile(member) if member.isfile() else None
+            if member.name == "version.info":
+                member.size, data = 5, io.BytesIO(b"9.9.9")
+            target.addfile(member, data)
+    qdrant.drop_collection("c")
+    resp = requests.post(qdrant.url + "/collections/c/snapshots/upload",
+                         files={"snapshot": ("newer.snapshot", newer.read_bytes())}, timeout=30)
+    assert resp.status_code == 400
+    assert "collection format version 9.9.9 is newer than 0.4.2" in resp.json()["status"]["error"]
+    assert not qdrant.collection_exists("c")
 
 
 def test_upload_keeps_the_file_without_sidecar_and_restores_points(qdrant):

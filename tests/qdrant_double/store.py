@@ -1,28 +1,37 @@
-"""The double's on-disk state: collection data directories and real snapshot archives.
+"""The double's on-disk state: collection data directories and real snapshot archives, laid out as Qdrant's.
 
-Everything QBM cares about is real here: a collection is a directory of files whose size the test
-chooses, snapshots are uncompressed tar files of that directory built in a temp dir and moved into
-``<snapshots_path>/<collection>/`` after their ``.checksum`` sidecar is written (the order real Qdrant
-uses, so a listed snapshot always has its checksum), and recovery unpacks and validates an archive
-before it replaces anything, so points_count and size after a restore come from the snapshot itself.
+Everything QBM cares about is real here: a collection is a directory of files whose size the test chooses,
+snapshots are uncompressed GNU tar files with Qdrant's layout, built in a temp dir and renamed into
+``<snapshots_path>/<collection>/`` *before* their ``.checksum`` sidecar is written (the order real Qdrant
+uses, so a listing can briefly show a snapshot without its checksum), and recovery unpacks and validates an
+archive before it replaces anything, so points_count and size after a restore come from the snapshot itself.
 
-Layout of a collection directory (a small version of Qdrant's, enough for snapshots to be meaningful)::
+A collection directory, and a collection snapshot (Qdrant v1.18/1.19's layout; tests/qdrant_double/README.md
+lists what differs from the real one)::
 
-    <storage>/collections/<name>/config.json        {"config": CollectionConfig, "points_count": N}
-                                 version.info        the Qdrant version that wrote the data
-                                 payload_index.json
-                                 <shard_id>/shard_config.json   {"points_count", "data_size", "data_sha256"}
-                                 <shard_id>/replica_state.json
-                                 <shard_id>/segments/data.bin   the bulk bytes (pseudo-random)
+    config.json                     the CollectionConfig
+    version.info                    the collection *format* version (``0.4.2``), not Qdrant's version
+    payload_index.json              {field: schema} of the payload indexes
+    shard_key_mapping.json          (collections with custom sharding only)
+    <shard_id>/replica_state.json   {"is_local": true, "this_peer_id": P, "peers": {P: "Active"}}
+    <shard_id>/shard_config.json    {"type": "ReplicaSet"}
+    <shard_id>/newest_clocks.json, oldest_clocks.json
+    <shard_id>/wal/                 the shard's WAL (a snapshot of one shard has an empty one)
+    <shard_id>/applied_seq.json     (collection snapshots, with the WAL)
+    <shard_id>/segments/<uuid>/     on disk: segment.json and files/data.bin, the bulk bytes (pseudo-random)
+    <shard_id>/segments/<uuid>.tar  in a snapshot: a nested tar of snapshot/files/data.bin, segment.json,
+                                    version.info
 
-The per-shard sha256 lets recovery notice a corrupted archive the way a real node fails on a damaged
-segment: the collection is left untouched and the call answers 400.
+Each segment's ``segment.json`` carries the double's own bookkeeping (points, data size and sha256) so that
+recovery notices a corrupted archive the way a real node fails on a damaged segment: the collection is left
+untouched and the call answers 400.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -39,7 +48,9 @@ from typing import Any
 from tests.qdrant_double import errors
 
 BLOCK = 1 << 20
-DATA_FILE = Path("segments") / "data.bin"
+#: What a collection snapshot's version.info holds: the collection format version, the same for every 1.x node.
+FORMAT_VERSION = "0.4.2"
+SEGMENT_DATA = Path("files") / "data.bin"
 
 
 def default_config(vectors: dict[str, Any], shard_number: int, replication_factor: int = 1,
@@ -103,11 +114,10 @@ def _split(total: int, parts: int) -> list[int]:
     return [share + (1 if i < extra else 0) for i in range(parts)]
 
 
-def _version_tuple(version: str) -> tuple[int, int]:
-    parts = version.strip().split(".")
+def _version_tuple(version: str) -> tuple[int, ...]:
     try:
-        return int(parts[0]), int(parts[1])
-    except (IndexError, ValueError) as exc:
+        return tuple(int(part) for part in version.strip().split("."))
+    except ValueError as exc:
         raise errors.wrong_input(f"Snapshot has an unreadable version.info: {version!r}") from exc
 
 
@@ -184,8 +194,10 @@ class Store:
                     self._write_shard(staging / str(shard_id), counts[shard_id], sizes[shard_id],
                                       seed, shard_id << 40)
                 (staging / "payload_index.json").write_text("{}")
-                (staging / "version.info").write_text(self.version)
-                (staging / "config.json").write_text(json.dumps({"config": config, "points_count": points}))
+                (staging / "version.info").write_text(FORMAT_VERSION)
+                (staging / "config.json").write_text(json.dumps(config))
+                if config["params"].get("sharding_method") == "custom":
+                    (staging / "shard_key_mapping.json").write_text("{}")
                 target = self.collection_dir(name)
                 if target.exists():  # leftovers of a half-deleted collection
                     shutil.rmtree(target)
@@ -196,12 +208,20 @@ class Store:
             self.snapshot_dir(name).mkdir(parents=True, exist_ok=True)
 
     def _write_shard(self, shard_dir: Path, points: int, size: int, seed: bytes, counter_base: int) -> None:
-        shard_dir.mkdir(parents=True)
-        data_sha = _write_data(shard_dir / DATA_FILE, size, seed, counter_base)
-        (shard_dir / "shard_config.json").write_text(json.dumps(
-            {"type": "Local", "points_count": points, "data_size": size, "data_sha256": data_sha}))
+        segment = shard_dir / "segments" / str(uuid.uuid4())
+        data_sha = _write_data(segment / SEGMENT_DATA, size, seed, counter_base)
+        (segment / "segment.json").write_text(json.dumps({
+            "version": 1, "config": {"vector_data": {}, "payload_storage_type": {"type": "mmap"}},
+            "double": {"points_count": points, "data_size": size, "data_sha256": data_sha}}))
+        (shard_dir / "shard_config.json").write_text(json.dumps({"type": "ReplicaSet"}))
         (shard_dir / "replica_state.json").write_text(json.dumps(
-            {"this_peer_id": self.peer_id, "peers": {str(self.peer_id): "Active"}}))
+            {"is_local": True, "this_peer_id": self.peer_id, "peers": {str(self.peer_id): "Active"}}))
+        for name in ("newest_clocks.json", "oldest_clocks.json"):
+            (shard_dir / name).write_text('{"clocks":[]}')
+        wal = shard_dir / "wal"
+        wal.mkdir()
+        (wal / "first-index").write_text("1")
+        (wal / "open-1").write_bytes(os.urandom(4096))  # a real WAL segment is preallocated binary data
 
     def drop(self, name: str) -> bool:
         """Delete the collection's data. Its snapshots stay (Qdrant keeps them as possible backups)."""
@@ -217,14 +237,11 @@ class Store:
                     del self._states[key]
             return True
 
-    def meta(self, name: str) -> dict[str, Any]:
+    def config(self, name: str) -> dict[str, Any]:
         try:
             return json.loads((self.collection_dir(name) / "config.json").read_text())
         except FileNotFoundError:
             raise errors.collection_not_found(name) from None
-
-    def config(self, name: str) -> dict[str, Any]:
-        return self.meta(name)["config"]
 
     def shard_ids(self, name: str) -> list[int]:
         return list(range(int(self.config(name)["params"]["shard_number"])))
@@ -233,8 +250,7 @@ class Store:
         return (self.collection_dir(name) / str(shard_id) / "shard_config.json").is_file()
 
     def shard_points(self, name: str, shard_id: int) -> int:
-        path = self.collection_dir(name) / str(shard_id) / "shard_config.json"
-        return int(json.loads(path.read_text())["points_count"])
+        return _shard_points(self.collection_dir(name) / str(shard_id))
 
     def points_count(self, name: str) -> int:
         self.require(name)
@@ -324,7 +340,7 @@ class Store:
             self.require(name)
             snapshot_name = f"{name}-{self.peer_id}-{self._timestamp()}.snapshot"
             archive = self._tmp_path(f"snapshot-{name}")
-            _build_tar(self.collection_dir(name), archive)
+            self._build_snapshot(self.collection_dir(name), archive, with_wal=True)
         return self._store_file(archive, self.snapshot_dir(name) / snapshot_name)
 
     def create_shard_snapshot(self, name: str, shard_id: int) -> dict[str, Any]:
@@ -334,7 +350,7 @@ class Store:
                 raise errors.shard_not_found(shard_id)
             snapshot_name = f"{name}-shard-{shard_id}-{self._timestamp()}.snapshot"
             archive = self._tmp_path(f"snapshot-{name}-{shard_id}")
-            _build_tar(self.collection_dir(name) / str(shard_id), archive)
+            self._build_snapshot(self.collection_dir(name) / str(shard_id), archive, with_wal=False)
         return self._store_file(archive, self.snapshot_dir(name, shard_id) / snapshot_name)
 
     def _store_file(self, source: Path, target: Path) -> dict[str, Any]:
@@ -354,6 +370,35 @@ class Store:
             source.unlink(missing_ok=True)
         return self.describe(target)
 
+    def _build_snapshot(self, source: Path, archive: Path, *, with_wal: bool) -> None:
+        """Qdrant's archive of a collection directory or of one shard's: every segment as a nested tar, the WAL
+        in full (collection snapshots, with ``applied_seq.json``) or empty (shard snapshots)."""
+        staging = self._tmp_path("snapshot-tree")
+        try:
+            shards = [source] if (source / "shard_config.json").is_file() else \
+                [d for d in source.iterdir() if d.is_dir() and d.name.isdigit()]
+            _copy_tree_without_segments(source, staging)
+            for shard in shards:
+                target = staging / shard.relative_to(source)
+                for segment in sorted((shard / "segments").iterdir()):
+                    nested = target / "segments" / f"{segment.name}.tar"
+                    nested.parent.mkdir(parents=True, exist_ok=True)
+                    with tarfile.open(nested, "w", format=tarfile.GNU_FORMAT, copybufsize=BLOCK) as tar:
+                        tar.add(segment / SEGMENT_DATA, arcname="snapshot/files/data.bin")
+                        tar.add(segment / "segment.json", arcname="segment.json")
+                        info = tarfile.TarInfo("version.info")
+                        info.size = len(b"1")
+                        tar.addfile(info, io.BytesIO(b"1"))
+                wal = target / "wal"
+                if with_wal:
+                    (target / "applied_seq.json").write_text('{"op_num":0}')
+                else:
+                    shutil.rmtree(wal, ignore_errors=True)
+                    wal.mkdir(parents=True, exist_ok=True)
+            _build_tar(staging, archive)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
     # ----- recovery ---------------------------------------------------------------------------------------
 
     def recover_collection(self, name: str, archive: Path) -> None:
@@ -365,18 +410,18 @@ class Store:
         staging = self._tmp_path(f"recover-{name}")
         try:
             _unpack(archive, staging)
-            meta = self._validate_collection_tree(staging)
+            config = self._validate_collection_tree(staging)
             with self.locked(name):
-                shard_ids = list(range(int(meta["config"]["params"]["shard_number"])))
+                shard_ids = list(range(int(config["params"]["shard_number"])))
                 if self.exists(name):
-                    _check_compatible(self.config(name), meta["config"])
+                    _check_compatible(self.config(name), config)
                 for shard_id in shard_ids:
                     self.set_shard_state(name, shard_id, "ManualRecovery")
                 try:
-                    meta["points_count"] = sum(
-                        int(json.loads((staging / str(s) / "shard_config.json").read_text())["points_count"])
-                        for s in shard_ids)
-                    (staging / "config.json").write_text(json.dumps(meta))
+                    for shard_id in shard_ids:  # a node's own data: it is this peer's local replica now
+                        (staging / str(shard_id) / "replica_state.json").write_text(json.dumps(
+                            {"is_local": True, "this_peer_id": self.peer_id,
+                             "peers": {str(self.peer_id): "Active"}}))
                     self._swap_in(staging, self.collection_dir(name))
                 finally:
                     for shard_id in shard_ids:
@@ -401,9 +446,6 @@ class Store:
                 self.set_shard_state(name, shard_id, "ManualRecovery")
                 try:
                     self._swap_in(staging, self.collection_dir(name) / str(shard_id))
-                    meta = self.meta(name)
-                    meta["points_count"] = sum(self.shard_points(name, s) for s in self.shard_ids(name))
-                    (self.collection_dir(name) / "config.json").write_text(json.dumps(meta))
                 finally:
                     self.set_shard_state(name, shard_id, None)
         finally:
@@ -418,20 +460,20 @@ class Store:
 
     def _validate_collection_tree(self, tree: Path) -> dict[str, Any]:
         try:
-            meta = json.loads((tree / "config.json").read_text())
-            shard_number = int(meta["config"]["params"]["shard_number"])
+            config = json.loads((tree / "config.json").read_text())
+            shard_number = int(config["params"]["shard_number"])
             version = (tree / "version.info").read_text()
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise errors.wrong_input(f"Snapshot is not a valid collection snapshot: {exc}") from None
-        snap_major, snap_minor = _version_tuple(version)
-        node_major, node_minor = _version_tuple(self.version)
-        if snap_major != node_major or snap_minor not in (node_minor, node_minor - 1):
+        # Qdrant refuses a collection written in a newer format than its own (the format version, 0.4.2 for
+        # every 1.x release so far, is not Qdrant's version).
+        if _version_tuple(version) > _version_tuple(FORMAT_VERSION):
             raise errors.wrong_input(
-                f"Snapshot version {version.strip()} is not compatible with Qdrant version {self.version}: "
-                "snapshots can be restored on the same or the next minor version")
+                f"Snapshot is not compatible with this Qdrant: collection format version {version.strip()} is "
+                f"newer than {FORMAT_VERSION}")
         for shard_id in range(shard_number):
             _validate_shard_tree(tree / str(shard_id), f"shard {shard_id}")
-        return meta
+        return config
 
 
 def _check_compatible(existing: dict[str, Any], incoming: dict[str, Any]) -> None:
@@ -443,17 +485,43 @@ def _check_compatible(existing: dict[str, Any], incoming: dict[str, Any]) -> Non
 
 
 def _validate_shard_tree(shard_dir: Path, what: str) -> None:
+    """Unpack the shard's nested segment archives in place and check every segment against its segment.json."""
     try:
-        shard_config = json.loads((shard_dir / "shard_config.json").read_text())
-        points = int(shard_config["points_count"])
-        expected_size = int(shard_config["data_size"])
-        expected_sha = str(shard_config["data_sha256"])
-        data = shard_dir / DATA_FILE
-        actual_size = data.stat().st_size
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        json.loads((shard_dir / "shard_config.json").read_text())
+        nested = sorted((shard_dir / "segments").glob("*.tar"))
+    except (OSError, ValueError) as exc:
         raise errors.wrong_input(f"Snapshot is corrupted: {what} is incomplete: {exc}") from None
-    if points < 0 or actual_size != expected_size or sha256_file(data) != expected_sha:
-        raise errors.wrong_input(f"Snapshot is corrupted: {what} segment data does not match its manifest")
+    if not nested:
+        raise errors.wrong_input(f"Snapshot is corrupted: {what} has no segments")
+    for archive in nested:
+        segment = archive.with_suffix("")
+        _unpack(archive, segment / "unpacked")
+        try:
+            os.replace(segment / "unpacked" / "segment.json", segment / "segment.json")
+            (segment / SEGMENT_DATA).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(segment / "unpacked" / "snapshot" / "files" / "data.bin", segment / SEGMENT_DATA)
+            bookkeeping = json.loads((segment / "segment.json").read_text())["double"]
+            points = int(bookkeeping["points_count"])
+            expected_size, expected_sha = int(bookkeeping["data_size"]), str(bookkeeping["data_sha256"])
+            actual_size = (segment / SEGMENT_DATA).stat().st_size
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise errors.wrong_input(f"Snapshot is corrupted: {what} has an incomplete segment: {exc}") from None
+        finally:
+            shutil.rmtree(segment / "unpacked", ignore_errors=True)
+            archive.unlink(missing_ok=True)
+        if points < 0 or actual_size != expected_size or sha256_file(segment / SEGMENT_DATA) != expected_sha:
+            raise errors.wrong_input(f"Snapshot is corrupted: {what} segment data does not match its manifest")
+
+
+def _shard_points(shard_dir: Path) -> int:
+    return sum(int(json.loads(p.read_text())["double"]["points_count"])
+               for p in (shard_dir / "segments").glob("*/segment.json"))
+
+
+def _copy_tree_without_segments(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` leaving out the contents of every ``segments`` folder (they are archived
+    separately, as nested tars)."""
+    shutil.copytree(source, target, ignore=lambda d, names: names if Path(d).name == "segments" else [])
 
 
 def _build_tar(source_dir: Path, archive: Path) -> None:
