@@ -170,9 +170,12 @@ def test_recover_without_waiting_is_202(client, qdrant, alpha):
 def test_recover_api_key_is_never_returned_or_logged(client, qdrant, alpha, caplog):
     secret = "recover-secret-key-93jd"
     caplog.set_level(logging.DEBUG)
+    # Qdrant's own address is an allowed host; nothing is served there, so Qdrant's fetch fails.
     resp = client.put(f"{API}/collections/restored/snapshots/recover",
-                      json={"location": "http://127.0.0.1:9/x.snapshot", "api_key": secret})
-    assert resp.status_code >= 400  # the URL does not answer; Qdrant reports the failure
+                      json={"location": f"{qdrant.url}/missing/x.snapshot", "api_key": secret})
+    assert resp.status_code >= 400 and error_of(resp)
+    [sent] = [r for r in qdrant.requests_log if r.path.endswith("/recover")]
+    assert sent.json["api_key"] == secret  # handed to Qdrant, for Qdrant to send to the location
     assert secret not in resp.get_data(as_text=True)
     assert secret not in caplog.text
 
@@ -219,6 +222,7 @@ def test_recover_missing_file_is_qdrants_404(client, qdrant, alpha):
     location = (qdrant.snapshots_path / "alpha" / "missing.snapshot").as_uri()
     resp = client.put(f"{API}/collections/restored/snapshots/recover", json={"location": location})
     assert resp.status_code == 404
+    assert error_of(resp) == "Not found: Snapshot file missing.snapshot not found"
 
 
 def test_recover_outside_qdrants_snapshot_dir_is_422_with_qdrants_reason(client, tmp_path, alpha):
@@ -251,7 +255,10 @@ def test_shard_snapshot_without_waiting_is_202(client, qdrant, alpha):
     resp = client.post(f"{API}/collections/alpha/shards/0/snapshots?wait=false")
     assert resp.status_code == 202
     assert result_of(resp) is None
+    [sent] = [r for r in qdrant.requests_log if r.method == "POST"]
+    assert (sent.path, sent.query) == ("/collections/alpha/shards/0/snapshots", {"wait": "false"})
     assert qdrant.wait_for_background(10)
+    assert len(result_of(client.get(f"{API}/collections/alpha/shards/0/snapshots"))) == 1
 
 
 @pytest.mark.parametrize("shard", ["-1", "abc", "1.5", "4294967296", "99999999999", "%D9%A3"])
@@ -290,3 +297,24 @@ def test_qdrant_down_is_503(offline_client, method, path, body):
     resp = offline_client.open(f"{API}{path}", method, json=body)
     assert resp.status_code == 503
     assert "Qdrant" in error_of(resp)
+
+
+def test_recover_forwards_location_priority_checksum_and_api_key(client, qdrant, alpha):
+    snapshot = _create(client)
+    location = _snapshot_url(qdrant, snapshot["name"])
+    resp = client.put(f"{API}/collections/restored/snapshots/recover",
+                      json={"location": location, "priority": "replica", "checksum": snapshot["checksum"],
+                            "api_key": "key-for-the-source-node"})
+    assert resp.status_code == 200, resp.get_json()
+    [sent] = [r for r in qdrant.requests_log if r.method == "PUT" and r.path.endswith("/snapshots/recover")]
+    assert sent.path == "/collections/restored/snapshots/recover"
+    assert sent.json == {"location": location, "priority": "replica", "checksum": snapshot["checksum"],
+                         "api_key": "key-for-the-source-node"}
+
+
+def test_recover_without_a_priority_sends_snapshot(client, qdrant, alpha):
+    snapshot = _create(client)
+    client.put(f"{API}/collections/restored/snapshots/recover",
+               json={"location": _snapshot_url(qdrant, snapshot["name"])})
+    [sent] = [r for r in qdrant.requests_log if r.path.endswith("/snapshots/recover")]
+    assert sent.json["priority"] == "snapshot" and "checksum" not in sent.json

@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -109,6 +110,21 @@ class _Request(Request):
         return stream
 
 
+@dataclass
+class Recorded:
+    """One request as the double received it: what QBM forwarded, for tests to assert on."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    #: The headers that matter: ``api-key`` (the key QBM sent, if any) and ``content-type``.
+    headers: dict[str, str]
+    #: The JSON body, once a handler read it (None for bodiless and multipart requests).
+    json: dict[str, Any] | None = None
+    #: Multipart uploads: the uploaded file's name.
+    filename: str | None = None
+
+
 def _json_response(status: int, body: dict[str, Any]) -> Response:
     return Response(json.dumps(body), status=status, mimetype="application/json")
 
@@ -126,6 +142,9 @@ class QdrantDouble:
         self.snapshots_path: Path = self.store.snapshots_path
         self.faults = Faults()
         self.requests_seen: list[tuple[str, str]] = []
+        #: Every request in full (method, path, query, the headers that matter, JSON body, upload file name).
+        self.requests_log: list[Recorded] = []
+        self._current = threading.local()
         self.background_errors: list[str] = []
         self.remote_shards: dict[str, list[dict[str, Any]]] = {}
         self.url = ""
@@ -242,8 +261,12 @@ class QdrantDouble:
             environ["wsgi.input"] = _ThrottledInput(environ["wsgi.input"], rate, self._stopping)
         request = _Request(environ, self.snapshots_path / "tmp" / "upload")
         started = time.perf_counter()
+        record = Recorded(request.method, request.path, dict(request.args.items()),
+                          {k: request.headers[k] for k in ("api-key", "content-type") if k in request.headers})
+        self._current.record = record
         with self._lock:
             self.requests_seen.append((request.method, request.path))
+            self.requests_log.append(record)
         stall = self.faults.take_stall(request.method, request.path)
         if stall:
             self._stopping.wait(stall)
@@ -386,8 +409,15 @@ class QdrantDouble:
                 where, "checksum: invalid SHA256 hash (must be 64 hex characters)"))
         return value
 
+    def _json_body(self, request: Request) -> dict[str, Any]:
+        body = self._parse_json(request)
+        record = getattr(self._current, "record", None)
+        if record is not None:
+            record.json = body
+        return body
+
     @staticmethod
-    def _json_body(request: Request) -> dict[str, Any]:
+    def _parse_json(request: Request) -> dict[str, Any]:
         if request.mimetype != "application/json":
             raise _zero_time(ApiError(400, "Content type error"))
         try:
@@ -629,6 +659,9 @@ class QdrantDouble:
             raise _zero_time(ApiError(400, "Multipart form error: field `snapshot` is missing"))
         path = Path(storage.stream.name)  # our stream factory's NamedTemporaryFile
         storage.stream.close()
+        record = getattr(self._current, "record", None)
+        if record is not None:
+            record.filename = storage.filename
         return path, storage.filename or ""
 
     def _recover_collection_from(self, name: str, location: str, checksum: str | None,
