@@ -347,3 +347,36 @@ def create_shard_snapshot(args: dict, name: str, shardId: str) -> dict | Respons
     if not args["wait"] or created is None:
         return ok_response(None, 202)
     return snapshot_view(created)
+
+
+@blp.route("/collections/<name>/shards/<shardId>/snapshots/<snapshotName>", methods=["DELETE"],
+           parameters=[NAME_PARAM, SHARD_PARAM, SNAPSHOT_PARAM])
+@blp.arguments(WaitQuerySchema, location="query")
+@blp.response(200, BoolResult, description="Deleted (wait=true)")
+@blp.alt_response(202, schema=NullResultSchema, description=ACCEPTED, success=True)
+@blp.errors(401, *QDRANT_ERRORS)
+def delete_shard_snapshot(args: dict, name: str, shardId: str, snapshotName: str) -> bool | Response:  # noqa: N803
+    """Delete a snapshot of one shard
+
+    A shard snapshot made through QBM (or directly on the node) can be cleaned up the same way as a collection
+    snapshot. With wait=false the answer is 202 with result null.
+    """
+    name, shard, snapshot = checked_collection(name), checked_shard(shardId), checked_snapshot(snapshotName)
+    done = services().qdrant.delete_snapshot(name, snapshot, shard_id=shard, wait=args["wait"])
+    if not args["wait"]:
+        return ok_response(None, 202)
+    return bool(done)
+
+
+@blp.route("/collections/<name>/shards/<shardId>/snapshots/<snapshotName>/download",
+           parameters=[NAME_PARAM, SHARD_PARAM, SNAPSHOT_PARAM])
+@blp.response(200, BINARY, content_type="application/octet-stream",
+              description="The shard snapshot file, streamed from Qdrant (never buffered whole)")
+@blp.errors(401, *QDRANT_ERRORS)
+def download_shard_snapshot(name: str, shardId: str, snapshotName: str) -> Response:  # noqa: N803
+    """Download a snapshot file of one shard
+
+    Streamed through from Qdrant chunk by chunk, with Content-Length when Qdrant gives it.
+    """
+    name, shard, snapshot = checked_collection(name), checked_shard(shardId), checked_snapshot(snapshotName)
+    return download_response(services().qdrant.download_snapshot(name, snapshot, shard_id=shard), snapshot)

@@ -11,6 +11,7 @@ document describes exactly the bodies we send.
 from __future__ import annotations
 
 import http
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -18,11 +19,12 @@ from functools import wraps
 from typing import Any
 
 import marshmallow as ma
-from flask import Response, g, jsonify, request
+from flask import Request, Response, g, jsonify, request
 from flask_smorest import Api, abort
 from flask_smorest import Blueprint as SmorestBlueprint
 from flask_smorest.utils import resolve_schema_instance
 from marshmallow import fields
+from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from shared.intake.schema import flatten_errors
@@ -197,8 +199,45 @@ def validation_message(messages: Any) -> str:
 # --- the Blueprint and the Api ------------------------------------------------------------------------
 
 
+#: Request bodies nested deeper than this are refused (400) before any schema sees them: the contract's deepest
+#: body is a few levels, and a deeper one can make the JSON parser or a validator recurse out of stack.
+MAX_BODY_DEPTH = 32
+
+
+class BodyParser(FlaskParser):
+    """webargs' Flask parser, with every body the JSON parser itself cannot handle answered 400 (never 500):
+    nesting deeper than MAX_BODY_DEPTH (Python's parser raises RecursionError from ~1000 levels), integers
+    past Python's 4300-digit conversion limit (ValueError), besides what webargs already reports (bad syntax,
+    invalid UTF-8)."""
+
+    def _raw_load_json(self, req: Request) -> Any:
+        try:
+            value = super()._raw_load_json(req)
+        except RecursionError:
+            abort(400, message=f"request body: the JSON is nested more than {MAX_BODY_DEPTH} levels deep")
+        except json.JSONDecodeError:
+            raise
+        except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+            abort(400, message=f"request body: the JSON cannot be read: {exc}")
+        _check_depth(value)
+        return value
+
+
+def _check_depth(value: Any) -> None:
+    """Iteratively: a recursive check would itself run out of stack on the bodies it exists to refuse."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_BODY_DEPTH:
+                abort(400, message=f"request body: the JSON is nested more than {MAX_BODY_DEPTH} levels deep")
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+
+
 class Blueprint(SmorestBlueprint):
     """flask-smorest's Blueprint with our success envelope, JSON-only bodies and documented errors."""
+
+    ARGUMENTS_PARSER = BodyParser()
 
     def response(self, status_code: int, schema: Any = None, **kwargs: Any) -> Callable:
         """As flask-smorest's, but a schema with ``ENVELOPE = False`` is sent bare (GET /jobs)."""

@@ -1,4 +1,5 @@
-"""Probes: /healthz says the process is up, /readyz says it can do its work (Redis and Qdrant answer).
+"""Probes: /healthz says the process is up, /readyz says it can do its work (Redis and Qdrant answer, Qdrant
+with QBM's API key accepted).
 
 Both stay open when API keys are configured: orchestrators probe without credentials.
 """
@@ -33,10 +34,11 @@ def healthz() -> dict:
 @blp.doc(security=[])
 @blp.response(200, ReadinessSchema)
 @blp.alt_response(
-    503, schema=NotReadySchema, description="Redis or Qdrant cannot be reached; checks says which"
+    503, schema=NotReadySchema,
+    description="Redis or Qdrant cannot be reached, or Qdrant refuses QBM's API key; checks says which"
 )
 def readyz() -> dict | Response:
-    """Redis and Qdrant are reachable
+    """Redis and Qdrant are reachable, and Qdrant accepts QBM's API key
 
     A 503 names the dependency that is down, in the error message and in ``checks``.
     """
@@ -47,7 +49,8 @@ def readyz() -> dict | Response:
     except redis.RedisError as exc:
         checks["redis"] = f"not reachable: {exc}"
     try:
-        svc.qdrant.root()
+        # Not GET /: Qdrant answers that one without looking at the API key, so a wrong key would pass.
+        svc.qdrant.list_collections()
     except QdrantError as exc:
         status = getattr(exc, "status", None)
         detail = getattr(exc, "message", None) or str(exc)

@@ -16,12 +16,14 @@ from flask_smorest import abort
 from api.envelope import Blueprint, BoolResult
 from api.schemas.storage import (
     StorageCreateSchema,
+    StorageDeleteQuerySchema,
     StorageSchema,
     StorageTestResultSchema,
     StorageUpdateSchema,
 )
 from api.services import services
 from shared.adapters.storage import S3Storage, StorageError, check_local_path, from_config
+from shared.domain.catalog import manifest_refs
 from shared.records.storage_configs import StorageConfigNotFound
 
 blp = Blueprint("storage", __name__, description="Storage backends for backups")
@@ -187,13 +189,15 @@ def update_storage(body: dict, id: str) -> dict:  # noqa: A002
 
 
 @blp.route("/storage/<id>", methods=["DELETE"], parameters=[ID_PARAM])
+@blp.arguments(StorageDeleteQuerySchema, location="query")
 @blp.response(200, BoolResult)
 @blp.errors(401, 404, 409, 503)
-def delete_storage(id: str) -> bool:  # noqa: A002
+def delete_storage(args: dict, id: str) -> bool:  # noqa: A002
     """Delete a storage backend
 
-    Refused with 409 while a pending or running job or a schedule uses it (its backups would all fail).
-    Backups already written stay where they are.
+    Refused with 409 while a pending or running job or a schedule uses it (its backups would all fail), and
+    while it holds backups unless ``force=true`` (the answer says how many). Deleting a backend never deletes
+    the backups in it: they stay in storage, and registering the backend again lists and restores them.
     """
     svc = services()
     svc.storage_configs.get(storage_id_or_404(id))  # 404 before 409
@@ -207,5 +211,22 @@ def delete_storage(id: str) -> bool:  # noqa: A002
         more = f" and {len(schedules) - 5} more" if len(schedules) > 5 else ""
         abort(409, message=f"storage backend {id} is used by schedule(s) {named}{more}; point them at another "
                            "storage backend or delete them first")
+    if not args["force"]:
+        held = _backups_held(id)
+        if held:
+            abort(409, message=f"storage backend {id} holds {held} backup(s); deleting the backend keeps them in "
+                               "storage but QBM will no longer list or restore them: repeat with ?force=true "
+                               "to delete it anyway")
     svc.storage_configs.delete(id)
     return True
+
+
+def _backups_held(storage_id: str) -> int:
+    """How many backups (manifests) the backend holds; 503 when it cannot be read (then nothing is deleted)."""
+    try:
+        _, storage = services().open_storage(storage_id)
+        return sum(1 for _ in manifest_refs(storage))
+    except StorageError as exc:
+        abort(503, message=f"storage backend {storage_id} could not be read to count its backups: {exc}; "
+                           "repeat with ?force=true to delete it without counting")
+        raise

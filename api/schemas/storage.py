@@ -73,3 +73,14 @@ class StorageUpdateSchema(ma.Schema):
 class StorageTestResultSchema(ma.Schema):
     success = fields.Boolean(required=True)
     message = fields.String(required=True)
+
+
+class StorageDeleteQuerySchema(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    force = fields.Boolean(
+        load_default=False,
+        metadata={"description": "Delete the backend even though it holds backups (they stay in storage; "
+                                 "register the backend again to list and restore them)"},
+    )

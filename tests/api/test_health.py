@@ -60,3 +60,18 @@ def test_wsgi_module_builds_the_app_from_the_environment(monkeypatch, redis_url,
         assert client.get("/api/v1/storage", headers={"X-API-Key": "wsgi-key-1234"}).status_code == 200
     finally:
         sys.modules.pop("api.wsgi", None)
+
+
+def test_readyz_reports_a_qdrant_that_refuses_the_api_key(make_client, tmp_path):
+    # Qdrant answers GET / without looking at the key; readiness must ask something the key is needed for.
+    from tests.qdrant_double import QdrantDouble
+
+    keyed = QdrantDouble(tmp_path / "keyed", api_key="the-right-key")
+    keyed.start()
+    try:
+        resp = make_client(qdrant_url=keyed.url, qdrant_api_key="a-wrong-key").get("/readyz")
+        assert resp.status_code == 503
+        assert resp.get_json()["checks"]["qdrant"] == "answered 401: Invalid API key or JWT"
+        assert make_client(qdrant_url=keyed.url, qdrant_api_key="the-right-key").get("/readyz").status_code == 200
+    finally:
+        keyed.stop()

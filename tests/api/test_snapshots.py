@@ -318,3 +318,29 @@ def test_recover_without_a_priority_sends_snapshot(client, qdrant, alpha):
                json={"location": _snapshot_url(qdrant, snapshot["name"])})
     [sent] = [r for r in qdrant.requests_log if r.path.endswith("/snapshots/recover")]
     assert sent.json["priority"] == "snapshot" and "checksum" not in sent.json
+
+
+def test_shard_snapshot_can_be_downloaded_and_deleted_through_qbm(client, qdrant, alpha):
+    snapshot = result_of(client.post(f"{API}/collections/alpha/shards/1/snapshots"))
+    resp = client.get(f"{API}/collections/alpha/shards/1/snapshots/{snapshot['name']}/download")
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == "application/octet-stream"
+    assert hashlib.sha256(resp.get_data()).hexdigest() == snapshot["checksum"]
+    assert int(resp.headers["Content-Length"]) == snapshot["size"]
+
+    deleted = client.delete(f"{API}/collections/alpha/shards/1/snapshots/{snapshot['name']}")
+    assert deleted.status_code == 200 and result_of(deleted) is True
+    assert result_of(client.get(f"{API}/collections/alpha/shards/1/snapshots")) == []
+    assert qdrant.snapshot_files("alpha", shard_id=1) == []  # nothing left on the node
+
+    again = client.delete(f"{API}/collections/alpha/shards/1/snapshots/{snapshot['name']}")
+    assert again.status_code == 404 and snapshot["name"] in error_of(again)
+    missing = client.get(f"{API}/collections/alpha/shards/1/snapshots/{snapshot['name']}/download")
+    assert missing.status_code == 404
+
+
+def test_shard_snapshot_delete_without_waiting_is_202(client, qdrant, alpha):
+    snapshot = result_of(client.post(f"{API}/collections/alpha/shards/0/snapshots"))
+    resp = client.delete(f"{API}/collections/alpha/shards/0/snapshots/{snapshot['name']}?wait=false")
+    assert resp.status_code == 202 and result_of(resp) is None
+    assert qdrant.wait_for_background(10)
+    assert result_of(client.get(f"{API}/collections/alpha/shards/0/snapshots")) == []

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import pytest
 
+from shared.adapters.storage import LocalStorage
+from shared.domain.catalog import manifest_refs
 from shared.records.job_store import JobStore
 from tests.api.helpers import API, error_of, result_of
+from tests.backup_factory import put_backup
 
 PUBLIC_FIELDS = {"id", "name", "type", "path", "s3_endpoint", "s3_bucket", "s3_region", "s3_access_key",
                  "is_default", "created_at", "updated_at"}
@@ -299,3 +303,26 @@ def test_redis_down_is_503(no_redis_client, storage_root):
         resp = no_redis_client.open(f"{API}{path}", method, json=body)
         assert resp.status_code == 503, (method, path)
         assert "Redis" in error_of(resp)
+
+
+def test_delete_of_a_backend_holding_backups_needs_force_and_keeps_the_backups(client, local_storage, storage_root):
+    backend = local_storage("holding", is_default=True)  # the default one, too
+    storage = LocalStorage(storage_root / "holding")
+    for day in (1, 2, 3):
+        put_backup(storage, "docs", datetime(2026, 11, day, tzinfo=UTC))
+
+    refused = client.delete(f"{API}/storage/{backend['id']}")
+    assert refused.status_code == 409
+    assert error_of(refused).startswith(f"storage backend {backend['id']} holds 3 backup(s);")
+    assert "?force=true" in error_of(refused)
+    assert client.get(f"{API}/storage/{backend['id']}").status_code == 200  # still there
+
+    forced = client.delete(f"{API}/storage/{backend['id']}?force=true")
+    assert forced.status_code == 200
+    assert client.get(f"{API}/storage/{backend['id']}").status_code == 404
+    assert len(list(manifest_refs(storage))) == 3  # the backups themselves are never deleted
+
+
+def test_delete_of_an_empty_backend_needs_no_force(client, local_storage):
+    backend = local_storage("empty")
+    assert client.delete(f"{API}/storage/{backend['id']}").status_code == 200
