@@ -35,7 +35,7 @@ def _operations(spec):
 
 def test_every_api_route_needs_a_key(secured, qdrant):
     operations = list(_operations(secured.checker.spec))
-    assert len(operations) == 32  # the contract's 22, schedules (6) and the backup catalog (4)
+    assert len(operations) == 34  # the contract's 22, schedules (6), the backup catalog (4), shard snapshot delete/download
     for method, path in operations:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"},
                         {"Authorization": f"Basic {KEYS[0]}"}, {"Authorization": "Bearer "},
