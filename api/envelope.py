@@ -19,7 +19,7 @@ from functools import wraps
 from typing import Any
 
 import marshmallow as ma
-from flask import Request, Response, g, jsonify, request
+from flask import Request, Response, current_app, g, jsonify, request
 from flask_smorest import Api, abort
 from flask_smorest import Blueprint as SmorestBlueprint
 from flask_smorest.utils import resolve_schema_instance
@@ -316,6 +316,10 @@ class QbmApi(Api):
             message = str(data["message"])
         elif "messages" in data or "errors" in data:
             message = validation_message(data.get("errors") or data.get("messages"))
+        elif code == 413:
+            limit = current_app.config.get("MAX_CONTENT_LENGTH")
+            message = f"the request body is larger than the {limit} bytes the API accepts" if limit else \
+                "the request body is too large"
         elif request.routing_exception is error and code == 404:
             message = f"no such endpoint: {request.method} {request.path}"
         elif isinstance(error, MethodNotAllowed):

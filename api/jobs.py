@@ -29,6 +29,10 @@ MAX_PAGE = 10**9
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+#: The error of a job a person cancelled (a retry clears it).
+CANCELLED_BY_REQUEST = "cancelled by request"
+
+
 def _job_id(value: str) -> str:
     """Ids we never issue cannot exist: answer 404 without building a Redis key from arbitrary text."""
     if not _ID_RE.fullmatch(value):
@@ -99,7 +103,7 @@ def cancel_job(id: str) -> dict:  # noqa: A002
     409 for a job that is completed, failed or already cancelled.
     """
     try:
-        return services().jobs.transition(_job_id(id), "cancelled").to_dict()
+        return services().jobs.transition(_job_id(id), "cancelled", error=CANCELLED_BY_REQUEST).to_dict()
     except TransitionError as exc:
         abort(409, message=f"job {id} is {exc.current}; only pending or running jobs can be cancelled")
         raise

@@ -123,16 +123,25 @@ def list_storage() -> list[dict]:
     return services().storage_configs.list()
 
 
+def _refuse_taken_name(name: str | None, own_id: str | None = None) -> None:
+    """Names are how people tell backends apart (in the dashboard, the client, logs): one backend per name."""
+    taken = [c for c in services().storage_configs.list() if c.get("name") == name and c["id"] != own_id]
+    if taken:
+        abort(409, message=f"name: a storage backend named {name!r} already exists ({taken[0]['id']})")
+
+
 @blp.route("/storage", methods=["POST"])
 @blp.arguments(StorageCreateSchema)
 @blp.response(201, StorageSchema)
-@blp.errors(401, 422, 503)
+@blp.errors(401, 409, 422, 503)
 def create_storage(body: dict) -> dict:
     """Create a storage backend
 
     is_default: true makes it the default and clears the flag on every other backend in the same step.
+    409 when another backend has the same name.
     """
     config = _validated(body)
+    _refuse_taken_name(config.get("name"))
     return services().storage_configs.create(config)
 
 
@@ -168,7 +177,7 @@ def get_storage(id: str) -> dict:  # noqa: A002 - the contract's name
 @blp.route("/storage/<id>", methods=["PUT"], parameters=[ID_PARAM])
 @blp.arguments(StorageUpdateSchema)
 @blp.response(200, StorageSchema)
-@blp.errors(401, 404, 422, 503)
+@blp.errors(401, 404, 409, 422, 503)
 def update_storage(body: dict, id: str) -> dict:  # noqa: A002
     """Update a storage backend (partial)
 
@@ -182,6 +191,8 @@ def update_storage(body: dict, id: str) -> dict:  # noqa: A002
                            "create a new storage backend instead")
     changes = {k: v for k, v in body.items() if k != "type"}
     merged = _validated({**current, **changes})
+    if "name" in changes:
+        _refuse_taken_name(changes["name"], own_id=id)
     for name in (*LOCAL_FIELDS, *S3_FIELDS):
         if name in changes:
             changes[name] = merged.get(name)

@@ -25,6 +25,8 @@ from shared.intake.names import (
 from shared.records.job_store import JOB_TYPES
 
 PRIORITIES = ("replica", "snapshot", "no_sync")
+#: A job's metadata is kept in Redis with the job and shown in every listing: notes and settings, not data.
+MAX_METADATA_BYTES = 16 * 1024
 SHARD_TYPES = ("shard_backup", "shard_restore")
 RESTORE_TYPES = ("restore", "shard_restore")
 
@@ -65,9 +67,12 @@ class JobCreateSchema(ma.Schema):
     def _check_metadata_is_json(self, value: dict[str, Any], **kwargs: Any) -> None:
         # Python's JSON parser accepts NaN/Infinity, which are not JSON and cannot be stored.
         try:
-            json.dumps(value, allow_nan=False)
+            encoded = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
         except ValueError:
             raise ma.ValidationError("must contain only JSON values (no NaN or Infinity)") from None
+        size = len(encoded.encode())
+        if size > MAX_METADATA_BYTES:
+            raise ma.ValidationError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON, got {size}")
 
     @ma.validates_schema(skip_on_field_errors=True)
     def _check_combination(self, data: dict[str, Any], **kwargs: Any) -> None:

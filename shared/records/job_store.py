@@ -163,10 +163,13 @@ for i = 2 + 2 * n, #ARGV do redis.call('HDEL', key, ARGV[i]) end
 return {{1, redis.call('HMGET', key, {_READ_LUA})}}
 """
 
-# KEYS[1] job hash; ARGV[1] clamped progress. Returns 0 when the job does not exist.
-_PROGRESS_LUA = """
+# KEYS[1] job hash; ARGV[1] clamped progress. Returns 0 when the job does not exist. An ended job's progress stays
+# as it ended (a worker still winding down after a cancel must not move it).
+_PROGRESS_LUA = f"""
 local state = redis.call('HMGET', KEYS[1], 'status', 'progress')
 if not state[1] then return 0 end
+local ended = {{{", ".join(f"{s} = true" for s in TERMINAL_STATUSES)}}}
+if ended[state[1]] then return 1 end
 local new = tonumber(ARGV[1])
 if state[1] == 'running' and tonumber(state[2] or '0') > new then return 1 end
 redis.call('HSET', KEYS[1], 'progress', ARGV[1])
@@ -426,7 +429,8 @@ class JobStore:
 
     def set_progress(self, job_id: str, progress: int) -> None:
         """Record progress, clamped to 0..100. While running it never goes down, so a late or
-        out-of-order report from a worker cannot make the bar jump backwards."""
+        out-of-order report from a worker cannot make the bar jump backwards; once the job ended it does not
+        change at all."""
         value = max(0, min(100, int(progress)))
         if not int(self._progress(keys=[self._key(job_id)], args=[value])):
             raise JobNotFound(job_id)

@@ -301,3 +301,27 @@ def test_redis_down_is_503(no_redis_client, enqueued, method, path, body):
     assert resp.status_code == 503
     assert "Redis" in error_of(resp)
     assert enqueued == []
+
+
+def test_a_cancelled_job_says_so_and_its_progress_stays_where_it_stopped(client, store):
+    job = store.create("backup", "docs", metadata={"storage_id": "st_x"})
+    store.transition(job.id, "running")
+    store.set_progress(job.id, 42)
+    resp = client.post(f"{API}/jobs/{job.id}/cancel")
+    assert resp.status_code == 200
+    assert (result_of(resp)["status"], result_of(resp)["error"]) == ("cancelled", "cancelled by request")
+    store.set_progress(job.id, 57)  # the worker's last report, arriving after the cancel
+    assert result_of(client.get(f"{API}/jobs/{job.id}"))["progress"] == 42
+    retried = client.post(f"{API}/jobs/{job.id}/retry")
+    assert (result_of(retried)["error"], result_of(retried)["progress"]) == (None, 0)
+
+
+def test_job_metadata_is_bounded_and_the_refusal_states_the_limit(client, default_storage, store):
+    resp = client.post(f"{API}/jobs", json={"type": "backup", "collection_name": "alpha",
+                                            "metadata": {"note": "x" * 20_000}})
+    assert resp.status_code == 422
+    assert error_of(resp) == "metadata: must be at most 16384 bytes as JSON, got 20011"
+    assert store.list()[1] == 0  # nothing stored
+    ok = client.post(f"{API}/jobs", json={"type": "backup", "collection_name": "alpha",
+                                          "metadata": {"note": "x" * 10_000}})
+    assert ok.status_code == 201

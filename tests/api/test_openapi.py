@@ -186,4 +186,4 @@ def test_oversized_body_is_413_in_the_envelope(offline_client):
     resp = offline_client.post(f"{API}/jobs", data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
                                content_type="application/json")
     assert resp.status_code == 413
-    assert error_of(resp)
+    assert error_of(resp) == "the request body is larger than the 1048576 bytes the API accepts"

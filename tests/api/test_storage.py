@@ -235,9 +235,11 @@ def test_test_local_success_saves_nothing(client, storage_root):
     assert resp.status_code == 200
     result = result_of(resp)
     assert result["success"] is True, result
-    assert target.is_dir()
-    assert list(target.iterdir()) == []  # the probe was removed
+    assert not (storage_root / "new").exists()  # the probe and the folders made for it are gone
     assert result_of(client.get(f"{API}/storage")) == []
+    (storage_root / "kept").mkdir()
+    resp = client.post(f"{API}/storage/test", json={"name": "t", "type": "local", "path": str(storage_root / "kept")})
+    assert result_of(resp)["success"] is True and (storage_root / "kept").is_dir()  # what existed stays
 
 
 def test_test_local_failure_is_success_false(client, storage_root):
@@ -326,3 +328,14 @@ def test_delete_of_a_backend_holding_backups_needs_force_and_keeps_the_backups(c
 def test_delete_of_an_empty_backend_needs_no_force(client, local_storage):
     backend = local_storage("empty")
     assert client.delete(f"{API}/storage/{backend['id']}").status_code == 200
+
+
+def test_two_backends_cannot_share_a_name(client, local_storage, storage_root):
+    first = local_storage("disk")
+    again = client.post(f"{API}/storage", json={"name": "disk", "type": "local", "path": str(storage_root / "x")})
+    assert again.status_code == 409
+    assert error_of(again) == f"name: a storage backend named 'disk' already exists ({first['id']})"
+    other = local_storage("other", is_default=False)
+    renamed = client.put(f"{API}/storage/{other['id']}", json={"name": "disk"})
+    assert renamed.status_code == 409
+    assert client.put(f"{API}/storage/{first['id']}", json={"name": "disk"}).status_code == 200  # its own name

@@ -282,6 +282,19 @@ class LocalStorage(Storage):
 
     _probe_noun = "file"
 
+    def test(self) -> tuple[bool, str]:
+        """As every backend's, and the test leaves nothing behind: folders it had to create for the probe
+        (the root and any missing parents) are removed again when they are empty."""
+        missing = [d for d in (self.root, *self.root.parents) if not d.exists()]
+        try:
+            return super().test()
+        finally:
+            for directory in missing:  # deepest first
+                try:
+                    directory.rmdir()
+                except OSError:
+                    break  # not empty (someone else's now) or not ours to remove: stop climbing
+
     @property
     def _where(self) -> str:
         return str(self.root)
