@@ -28,7 +28,8 @@ STEP_FUNCTIONS: dict[str, dict[str, Step]] = {
 
 
 def _retry_when(retries: int, exc: BaseException) -> bool:
-    return is_transient(exc) and retries < MAX_RETRIES
+    """The frame raises ``dramatiq.Retry`` for the transient failures it judged (workers.errors)."""
+    return (isinstance(exc, dramatiq.Retry) or is_transient(exc)) and retries < MAX_RETRIES
 
 
 def declare_actors(broker: dramatiq.Broker, context: Callable[[], Context]) -> dict[str, dramatiq.Actor]:

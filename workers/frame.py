@@ -127,8 +127,9 @@ def run_step(ctx: Context, broker: dramatiq.Broker, steps: dict[str, Step], step
     except Exception as exc:
         if is_transient(exc) and attempt() < MAX_RETRIES:
             ended = False
-            log.warning("step failed, will retry: %s", describe(exc), extra=extra)
-            raise
+            _note_retry(ctx, job_id, attempt() + 2, describe(exc), extra)
+            # Dramatiq's Retry: the same backoff, but Dramatiq logs no traceback for an expected retry.
+            raise dramatiq.Retry(describe(exc)) from exc
         if not isinstance(exc, PermanentError) and not is_transient(exc):
             log.exception("step failed unexpectedly", extra=extra)
         reason = describe(exc)
@@ -140,6 +141,17 @@ def run_step(ctx: Context, broker: dramatiq.Broker, steps: dict[str, Step], step
         if ended:
             lease.release()
             ctx.record_job_end(job_id)  # for GET /metrics; never raises
+
+
+def _note_retry(ctx: Context, job_id: str, next_attempt: int, reason: str, extra: dict) -> None:
+    """An expected retry is one WARNING line, and the job shows it: ``metadata.attempt`` (the attempt coming
+    next, of MAX_RETRIES + 1) and ``metadata.last_error``."""
+    log.warning("step failed, will retry (attempt %d of %d next): %s", next_attempt, MAX_RETRIES + 1, reason,
+                extra=extra)
+    try:
+        ctx.jobs.merge_metadata(job_id, {"attempt": next_attempt, "last_error": reason})
+    except Exception as exc:  # noqa: BLE001 - showing the retry must not stop it
+        log.debug("could not record the retry on the job: %s", exc, extra=extra)
 
 
 def _advance(ctx: Context, broker: dramatiq.Broker, job: Job, step: str) -> bool:

@@ -79,6 +79,25 @@ def test_transient_qdrant_errors_are_retried(client, jobs, qdrant, worker, engin
     job = post_job(client, type="backup", collection_name="docs")
     done = wait_for_job(jobs, job["id"], worker=worker, timeout=60)
     assert done["status"] == "completed", done
+    # The create failed once (the second 503, on a listing, is absorbed by the client's own GET retries): the
+    # step's retry was visible on the job, and it was one WARNING line with no traceback.
+    assert done["metadata"]["attempt"] == 2 and "HTTP 503" in done["metadata"]["last_error"]
+    retries = [line for line in worker.log().splitlines() if "will retry" in line]
+    assert len(retries) == 1 and '"level": "WARNING"' in retries[0] and "attempt 2 of 7 next" in retries[0]
+    assert "Traceback" not in worker.log()
+
+
+def test_a_retrying_job_shows_its_attempt_and_last_error_while_it_waits(client, jobs, qdrant, worker,  # noqa: ANN001
+                                                                         engine_config):
+    register_storage(client, "local", engine_config)
+    qdrant.create_collection("docs", points=5)
+    qdrant.faults.fail_next(1, status=503, path_contains="/snapshots")
+    job = post_job(client, type="backup", collection_name="docs")
+    wait_until(lambda: jobs.get(job["id"]).metadata.get("attempt") == 2, timeout=30, what="the first retry")
+    during = jobs.get(job["id"])
+    assert during.status in ("running", "completed")
+    assert during.metadata["last_error"].startswith("Qdrant: ") and "(HTTP 503)" in during.metadata["last_error"]
+    assert wait_for_job(jobs, job["id"], worker=worker)["status"] == "completed"
 
 
 def test_worker_killed_mid_transfer_job_resumes_on_another(app, client, jobs, qdrant, start_worker,  # noqa: ANN001
