@@ -7,6 +7,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields
 
+from api.schemas.common import QuerySchema
 from shared.intake.names import COLLECTION_NAME_PATTERN
 
 _COLLECTION = ma.validate.Regexp(COLLECTION_NAME_PATTERN,
@@ -44,10 +45,7 @@ def _storage_param() -> fields.String:
     return fields.String(metadata={"description": "Storage backend ID (the default backend when absent)"})
 
 
-class BackupListQuerySchema(ma.Schema):
-    class Meta:
-        unknown = ma.EXCLUDE
-
+class BackupListQuerySchema(QuerySchema):
     storage_id = _storage_param()
     collection = fields.String(validate=_COLLECTION, metadata={"description": "Only this collection's backups"})
     page = fields.Integer(load_default=1, validate=ma.validate.Range(min=1, max=10**9),
@@ -56,10 +54,7 @@ class BackupListQuerySchema(ma.Schema):
                            metadata={"description": "Items per page"})
 
 
-class BackupLocateQuerySchema(ma.Schema):
-    class Meta:
-        unknown = ma.EXCLUDE
-
+class BackupLocateQuerySchema(QuerySchema):
     collection = fields.String(
         validate=_COLLECTION,
         metadata={"description": "The backup's collection: one manifest read instead of a scan of the listing"},

@@ -38,10 +38,14 @@ class NameListResult(ScalarResult):
         return fields.List(fields.String(), required=True)
 
 
-class WaitQuerySchema(ma.Schema):
+class QuerySchema(ma.Schema):
+    """Query parameters: ones an operation does not know are ignored (as Qdrant does), not refused."""
+
     class Meta:
         unknown = ma.EXCLUDE
 
+
+class WaitQuerySchema(QuerySchema):
     wait = fields.Boolean(
         load_default=True,
         metadata={"description": "Wait until Qdrant has finished; with false the answer is 202 and "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields
 
+from api.schemas.common import QuerySchema
 from shared.intake.schema import (  # noqa: F401 - re-exported for the API's views
     METADATA_NOTE,
     PRIORITIES,
@@ -42,10 +43,7 @@ class JobPageSchema(ma.Schema):
     limit = fields.Integer(required=True)
 
 
-class JobListQuerySchema(ma.Schema):
-    class Meta:
-        unknown = ma.EXCLUDE
-
+class JobListQuerySchema(QuerySchema):
     status = fields.String(
         validate=ma.validate.OneOf(JOB_STATUSES), metadata={"description": "Filter by job status"}
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields
 
+from api.schemas.common import QuerySchema
+
 STORAGE_TYPES = ("local", "s3")
 
 _TEXT = ma.validate.Length(min=1, max=1024)
@@ -75,10 +77,7 @@ class StorageTestResultSchema(ma.Schema):
     message = fields.String(required=True)
 
 
-class StorageDeleteQuerySchema(ma.Schema):
-    class Meta:
-        unknown = ma.EXCLUDE
-
+class StorageDeleteQuerySchema(QuerySchema):
     force = fields.Boolean(
         load_default=False,
         metadata={"description": "Delete the backend even though it holds backups (they stay in storage; "
