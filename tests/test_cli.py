@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -18,6 +17,7 @@ import requests
 
 from qbm.bootstrap import resolve_redis
 from shared.runtime.config import Config, ConfigError, load_config
+from tests.waiting import wait_until as wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,15 +37,6 @@ def qbm_env(**extra: str) -> dict[str, str]:
 def run_qbm(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "qbm.cli", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_config_defaults_and_validation(tmp_path: Path) -> None:

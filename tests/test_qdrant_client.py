@@ -11,26 +11,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from shared.adapters.qdrant import QdrantClient, QdrantError, QdrantStreamError, QdrantUnavailable
 from tests.qdrant_double import QdrantDouble
+from tests.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

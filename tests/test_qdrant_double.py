@@ -13,7 +13,6 @@ import json
 import re
 import tarfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -21,6 +20,7 @@ import pytest
 import requests
 
 from tests.qdrant_double import QdrantDouble
+from tests.waiting import wait_until
 
 SCHEMAS = json.loads((Path(__file__).parent / "fixtures" / "qdrant_openapi_schemas.json").read_text())
 PEER = 1234567890
@@ -32,18 +32,6 @@ def validate(instance: object, definition: str) -> None:
     """Validate against one definition of the extracted Qdrant schemas (raises ValidationError)."""
     schema = {"$schema": SCHEMAS["$schema"], "$defs": SCHEMAS["$defs"], "$ref": f"#/$defs/{definition}"}
     jsonschema.Draft202012Validator(schema).validate(instance)
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def create_snapshot(qdrant: QdrantDouble, collection: str = "c") -> dict:

@@ -20,6 +20,7 @@ import pytest
 from shared.adapters.redis_conn import connect
 from shared.records.job_store import JobStore
 from shared.runtime.config import Config
+from tests.waiting import wait_until  # noqa: F401 - the engine tests import it from here
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,14 +79,16 @@ class SchedulerProcess(QbmProcess):
     stop_timeout = 15.0
 
 
-@pytest.fixture
-def engine_config(redis_url: str, key_prefix: str, qdrant, tmp_path: Path, secret_key: str) -> Config:  # noqa: ANN001
+def make_engine_config(redis_url: str, key_prefix: str, qdrant_url: str, tmp_path: Path, secret_key: str, *,
+                       qdrant_api_key: str | None = None) -> Config:
+    """The API's config for an engine test: its own storage root under ``tmp_path`` and key prefix."""
     root = tmp_path / "storage"
     root.mkdir()
     return Config(
         redis_url=redis_url,
         redis_url_explicit=True,
-        qdrant_url=qdrant.url,
+        qdrant_url=qdrant_url,
+        qdrant_api_key=qdrant_api_key,
         data_dir=tmp_path / "data",
         storage_roots=(root,),
         key_prefix=key_prefix,
@@ -93,19 +96,31 @@ def engine_config(redis_url: str, key_prefix: str, qdrant, tmp_path: Path, secre
     )
 
 
-@pytest.fixture
-def worker_env(engine_config: Config) -> dict[str, str]:
+def worker_env_for(config: Config) -> dict[str, str]:
+    """A ``qbm worker`` environment with the same Redis, prefix, Qdrant (and key), storage roots and secret key
+    as ``config``; nothing else of the test process's QBM_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QBM_")}
     env.update({
-        "QBM_REDIS_URL": engine_config.redis_url,
-        "QBM_KEY_PREFIX": engine_config.key_prefix,
-        "QBM_QDRANT_URL": engine_config.qdrant_url,
-        "QBM_DATA_DIR": str(engine_config.data_dir),
-        "QBM_STORAGE_ROOTS": ":".join(str(p) for p in engine_config.storage_roots),
+        "QBM_REDIS_URL": config.redis_url,
+        "QBM_KEY_PREFIX": config.key_prefix,
+        "QBM_QDRANT_URL": config.qdrant_url,
+        "QBM_QDRANT_API_KEY": config.qdrant_api_key or "",
+        "QBM_DATA_DIR": str(config.data_dir),
+        "QBM_STORAGE_ROOTS": ":".join(str(p) for p in config.storage_roots),
         "QBM_LOG_LEVEL": "INFO",
-        "QBM_SECRET_KEY": ",".join(engine_config.secret_keys),
+        "QBM_SECRET_KEY": ",".join(config.secret_keys),
     })
     return env
+
+
+@pytest.fixture
+def engine_config(redis_url: str, key_prefix: str, qdrant, tmp_path: Path, secret_key: str) -> Config:  # noqa: ANN001
+    return make_engine_config(redis_url, key_prefix, qdrant.url, tmp_path, secret_key)
+
+
+@pytest.fixture
+def worker_env(engine_config: Config) -> dict[str, str]:
+    return worker_env_for(engine_config)
 
 
 @pytest.fixture
@@ -157,12 +172,3 @@ def wait_for_job(jobs: JobStore, job_id: str, statuses: tuple[str, ...] = ("comp
     detail = f"\nworker log:\n{worker.log()[-4000:]}" if worker else ""
     raise AssertionError(f"job {job_id} still {job.status} (progress {job.progress}) "
                          f"after {timeout}s: {job}{detail}")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -17,6 +17,7 @@ from shared.runtime.timeutil import parse_iso
 from shared.schedules.store import ScheduleStore
 from tests.engine.conftest import SchedulerProcess, wait_for_job
 from tests.engine.test_roundtrip import post_job, register_storage, storage_backend
+from tests.waiting import wait_until
 
 LEASE_SECONDS = 3
 
@@ -41,17 +42,6 @@ def schedules(engine_config) -> ScheduleStore:  # noqa: ANN001
     from shared.adapters.redis_conn import connect
 
     return ScheduleStore(connect(engine_config.redis_url), engine_config.key_prefix)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
-               details: Callable[[], str] = lambda: "") -> None:
-    """Poll ``predicate`` until it holds (a deadline, not a sleep); on timeout, show ``details()`` as of then."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}{details()}")
 
 
 def leader_pid(redis_client, prefix: str) -> int | None:  # noqa: ANN001

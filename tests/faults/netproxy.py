@@ -14,6 +14,9 @@ import threading
 
 
 class TcpProxy:
+    #: Bytes read from one side and sent to the other at a time.
+    chunk = 256 * 1024
+
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
@@ -78,8 +81,9 @@ class TcpProxy:
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
-            while data := src.recv(256 * 1024):
+            while data := src.recv(self.chunk):
                 dst.sendall(data)
+                self._forwarded(src, len(data))
         except OSError:
             pass
         finally:
@@ -92,3 +96,6 @@ class TcpProxy:
                 self._conns.discard(src)
                 self._conns.discard(dst)
             src.close()
+
+    def _forwarded(self, src: socket.socket, count: int) -> None:
+        """Called after ``count`` bytes read from ``src`` were sent on (a subclass may pace the stream here)."""
