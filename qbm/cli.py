@@ -99,7 +99,7 @@ def run_worker(config: Config, *, processes: int, threads: int, queues: Sequence
     env = dict(os.environ, dramatiq_queue_prefetch="1", QBM_REDIS_URL=config.redis_url)
     # An idle Dramatiq consumer polls Redis with a backoff capped at worker_timeout (default 1000 ms), and a
     # consumer whose thread is busy backs off the same way: every hand-over between a job's steps waited up
-    # to a second (~0.5 s per job measured). 200 ms caps that at a fifth, for ~25 cheap polls/s per process.
+    # to a second. 200 ms caps that at a fifth, at the price of more frequent (cheap) idle polls.
     env.setdefault("dramatiq_worker_timeout", "200")
     cmd = worker_command(processes, threads, queues)
     _say(f"worker consuming queues {', '.join(queues)} on {describe(config)} "
