@@ -14,10 +14,8 @@ from shared.pipeline.chains import queue_for
 from workers import backup, restore
 from workers.context import Context
 from workers.errors import is_transient
-from workers.frame import MAX_RETRIES, Step, run_step
+from workers.frame import MAX_BACKOFF_MS, MAX_RETRIES, MIN_BACKOFF_MS, Step, run_step
 
-MIN_BACKOFF_MS = 2_000
-MAX_BACKOFF_MS = 60_000
 #: Dramatiq's TimeLimit defaults to 10 minutes; snapshot steps of big collections take hours.
 TIME_LIMIT_MS = 7 * 24 * 3600 * 1000
 

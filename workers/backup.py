@@ -8,7 +8,9 @@ worker crash) or a retry resumes where the job stopped instead of starting over.
 from __future__ import annotations
 
 import logging
+import re
 import time
+from datetime import UTC, datetime
 
 from shared.adapters.qdrant import QdrantError
 from shared.adapters.storage.base import Cancelled
@@ -84,11 +86,25 @@ def _adopt(ctx: Context, job: Job, started_at: str) -> dict | None:
     A listed snapshot is complete (Qdrant renames it into place when done)."""
     since = parse_iso(started_at).timestamp() - 1
     listed = ctx.qdrant.list_snapshots(job.collection_name, shard_id=job.shard_id)
-    found = [s for s in listed if s.get("creation_time") and parse_iso(s["creation_time"]).timestamp() >= since]
+    found = [(made, s) for s in listed if (made := _made_at(s)) is not None and made >= since]
     if not found:
         return None
-    newest = max(found, key=lambda s: s["creation_time"])
+    newest = max(found, key=lambda pair: pair[0])[1]
     return newest if newest.get("checksum") else wait_for_checksum(ctx, job, newest)
+
+
+#: The time Qdrant puts in every snapshot's name: ``{collection}-{peer}-2026-12-01-21-40-05.snapshot``.
+_NAME_TIME = re.compile(r"-(\d{4})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})\.snapshot$")
+
+
+def _made_at(snapshot: dict) -> float | None:
+    """When the snapshot was made: its ``creation_time``, or (Qdrant may give ``null``) the time in its name."""
+    if snapshot.get("creation_time"):
+        return parse_iso(snapshot["creation_time"]).timestamp()
+    match = _NAME_TIME.search(snapshot.get("name") or "")
+    if match is None:
+        return None
+    return datetime(*map(int, match.groups()), tzinfo=UTC).timestamp()
 
 
 def wait_for_checksum(ctx: Context, job: Job, snapshot: dict, timeout: float = CHECKSUM_WAIT_SECONDS) -> dict:

@@ -37,8 +37,19 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def is_expected(exc: BaseException) -> bool:
+    """A failure QBM knows how to explain (a Qdrant or storage answer, a bad manifest, a refusal of ours): logged
+    as one line, without a traceback. Anything else is a bug and gets its traceback."""
+    return isinstance(exc, PermanentError | QdrantError | ManifestError | StorageError)
+
+
 def describe(exc: BaseException) -> str:
     """A one-line reason for the job's ``error`` field (never a traceback, never a secret)."""
+    if isinstance(exc, QdrantError) and exc.status == 401:
+        return (f"Qdrant refused QBM's API key (HTTP 401: {exc.message}); check QBM_QDRANT_API_KEY")
+    if isinstance(exc, QdrantError) and exc.status == 403:
+        return (f"Qdrant does not allow this with QBM's API key (HTTP 403: {exc.message}); QBM_QDRANT_API_KEY "
+                "needs full access (a read-only key can list collections but not take or restore snapshots)")
     if isinstance(exc, QdrantError):
         where = f" (HTTP {exc.status})" if exc.status else ""
         return f"Qdrant: {exc.message}{where}"

@@ -33,7 +33,7 @@ from shared.runtime.logs import bind_log_context
 from shared.runtime.timeutil import utcnow_iso
 from workers import backup
 from workers.context import Context
-from workers.errors import JobCancelled, PermanentError, describe, is_transient
+from workers.errors import JobCancelled, describe, is_expected, is_transient
 from workers.retention_hook import apply_schedule_retention
 
 log = logging.getLogger("qbm.worker")
@@ -42,6 +42,8 @@ log = logging.getLogger("qbm.worker")
 Step = Callable[[Context, Job], dict | None]
 
 MAX_RETRIES = 6
+MIN_BACKOFF_MS = 2_000
+MAX_BACKOFF_MS = 60_000
 LOCK_WAIT_MS = 3_000
 
 
@@ -128,9 +130,10 @@ def run_step(ctx: Context, broker: dramatiq.Broker, steps: dict[str, Step], step
         if is_transient(exc) and attempt() < MAX_RETRIES:
             ended = False
             _note_retry(ctx, job_id, attempt() + 2, describe(exc), extra)
-            # Dramatiq's Retry: the same backoff, but Dramatiq logs no traceback for an expected retry.
-            raise dramatiq.Retry(describe(exc)) from exc
-        if not isinstance(exc, PermanentError) and not is_transient(exc):
+            # Dramatiq's Retry: its backoff (or the wait Qdrant asked for, when longer), and Dramatiq logs no
+            # traceback for an expected retry.
+            raise dramatiq.Retry(describe(exc), delay=_asked_delay_ms(exc)) from exc
+        if not is_expected(exc) and not is_transient(exc):
             log.exception("step failed unexpectedly", extra=extra)
         reason = describe(exc)
         if is_transient(exc):
@@ -141,6 +144,15 @@ def run_step(ctx: Context, broker: dramatiq.Broker, steps: dict[str, Step], step
         if ended:
             lease.release()
             ctx.record_job_end(job_id)  # for GET /metrics; never raises
+
+
+def _asked_delay_ms(exc: BaseException) -> int | None:
+    """Qdrant's Retry-After as a delay in ms when it is longer than the backoff would be (None: the backoff)."""
+    seconds = getattr(exc, "retry_after", None)
+    if seconds is None:
+        return None
+    backoff_ms = min(MIN_BACKOFF_MS * 2 ** attempt(), MAX_BACKOFF_MS)
+    return max(int(seconds * 1000), backoff_ms)
 
 
 def _note_retry(ctx: Context, job_id: str, next_attempt: int, reason: str, extra: dict) -> None:

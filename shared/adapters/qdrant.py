@@ -54,9 +54,11 @@ class QdrantError(Exception):
     own text (e.g. ``Not found: Collection `foo` doesn't exist!``) so callers can show it unchanged.
     """
 
-    def __init__(self, status: int | None, message: str) -> None:
+    def __init__(self, status: int | None, message: str, *, retry_after: float | None = None) -> None:
         self.status = status
         self.message = message
+        #: Seconds Qdrant asked us to wait before trying again (its ``Retry-After``, with 429 or 503), if any.
+        self.retry_after = retry_after
         super().__init__(f"Qdrant error {status}: {message}" if status is not None else message)
 
     @property
@@ -384,7 +386,8 @@ class QdrantClient:
                                          headers=headers, timeout=timeout, stream=True, allow_redirects=False)
             if resp.status_code >= 300:
                 try:
-                    raise QdrantError(resp.status_code, self._redact(_error_message(resp), redact))
+                    raise QdrantError(resp.status_code, self._redact(_error_message(resp), redact),
+                                      retry_after=_retry_after(resp))
                 finally:
                     resp.close()
             if not stream:
@@ -434,6 +437,16 @@ def _error_message(resp: requests.Response) -> str:
     if 300 <= resp.status_code < 400:
         return f"unexpected redirect ({resp.status_code}) to {resp.headers.get('Location', '?')}"
     return text or resp.reason or f"HTTP {resp.status_code}"
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    """``Retry-After`` in seconds (Qdrant sends a number; an HTTP date from a proxy is not used)."""
+    value = resp.headers.get("Retry-After", "").strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= 3600 else None
 
 
 def _recover_body(location: str, priority: str | None, checksum: str | None,

@@ -17,6 +17,8 @@ class FailureRule:
     status: int
     path_contains: str | None
     plain_text: bool
+    #: Seconds sent as ``Retry-After`` (429 always has one; Qdrant says 1 unless the rule says otherwise).
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class Faults:
             self._upload_rate: int | None = None
 
     def fail_next(self, n: int, status: int = 503, path_contains: str | None = None,
-                  plain_text: bool = False) -> None:
+                  plain_text: bool = False, retry_after: float | None = None) -> None:
         """The next ``n`` requests (whose path contains ``path_contains``, if given) answer ``status``.
 
         The body is Qdrant's JSON error envelope, or a plain-text body like a proxy or the auth layer
@@ -63,7 +65,7 @@ class Faults:
         if n < 1:
             raise ValueError("n must be >= 1")
         with self._lock:
-            self._failures.append([FailureRule(status, path_contains, plain_text), n])
+            self._failures.append([FailureRule(status, path_contains, plain_text, retry_after), n])
 
     def throttle(self, bytes_per_sec: int | None) -> None:
         """Pace every snapshot download to about ``bytes_per_sec`` (None: full speed)."""

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -123,6 +123,8 @@ class Recorded:
     json: dict[str, Any] | None = None
     #: Multipart uploads: the uploaded file's name.
     filename: str | None = None
+    #: When it arrived (``time.monotonic()``).
+    at: float = field(default_factory=time.monotonic)
 
 
 def _json_response(status: int, body: dict[str, Any]) -> Response:
@@ -136,6 +138,8 @@ class QdrantDouble:
                  version: str = "1.19.0") -> None:
         self.root = Path(root)
         self.api_key = api_key
+        #: Qdrant's ``service.read_only_api_key``: reads only; anything else answers 403 (set it while running).
+        self.read_only_api_key: str | None = None
         self.peer_id = peer_id
         self.version = version
         self.store = Store(self.root, peer_id=peer_id, version=version)
@@ -318,8 +322,8 @@ class QdrantDouble:
         else:
             body = {"status": {"error": message}, "time": self._elapsed(started)}
             response = _json_response(rule.status, body)
-        if rule.status == 429:
-            response.headers["Retry-After"] = "1"
+        if rule.retry_after is not None or rule.status == 429:
+            response.headers["Retry-After"] = f"{rule.retry_after if rule.retry_after is not None else 1:g}"
         return response
 
     def _auth_failure(self, request: Request) -> Response | None:
@@ -336,9 +340,16 @@ class QdrantDouble:
         if supplied is None:
             return Response("Must provide an API key or an Authorization bearer token", status=401,
                             mimetype="text/plain")
-        if not hmac.compare_digest(supplied.encode(), key.encode()):
-            return Response("Invalid API key or JWT", status=401, mimetype="text/plain")
-        return None
+        if hmac.compare_digest(supplied.encode(), key.encode()):
+            return None
+        read_only = self.read_only_api_key
+        if read_only is not None and hmac.compare_digest(supplied.encode(), read_only.encode()):
+            if request.method == "GET" or request.path.endswith("/points/count"):
+                return None
+            # What Qdrant 1.18 answers a read-only key for a snapshot create, delete, upload or recover.
+            return _json_response(403, {"status": {"error": "Forbidden: Global manage access is required"},
+                                        "time": 0.0})
+        return Response("Invalid API key or JWT", status=401, mimetype="text/plain")
 
     @staticmethod
     def _elapsed(started: float) -> float:

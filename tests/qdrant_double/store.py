@@ -143,6 +143,8 @@ class Store:
         #: can show a snapshot without a checksum; clear this event to hold every new snapshot in that window.
         self.checksum_written = threading.Event()
         self.checksum_written.set()
+        #: Qdrant's SnapshotDescription.creation_time is nullable: set this to list every snapshot without one.
+        self.null_creation_time = False
         #: How far collection info's ``points_count`` is off per collection: real Qdrant's is approximate (it
         #: counts segments, deleted points included until optimised); only an exact count request is exact.
         self.count_drift: dict[str, int] = {}
@@ -290,7 +292,7 @@ class Store:
         created = datetime.fromtimestamp(int(stat.st_mtime), UTC).replace(tzinfo=None)
         description: dict[str, Any] = {
             "name": path.name,
-            "creation_time": created.isoformat(timespec="seconds"),
+            "creation_time": None if self.null_creation_time else created.isoformat(timespec="seconds"),
             "size": stat.st_size,
         }
         checksum_path = path.with_name(path.name + ".checksum")
