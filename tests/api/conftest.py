@@ -55,8 +55,10 @@ def make_config(redis_url: str, key_prefix: str, storage_root: Path, secret_key:
 def make_client(make_config: Callable[..., Config], enqueued: list[str]) -> Callable[..., CheckedClient]:
     """Build a spec-checked client for an app with the given Config overrides."""
 
-    def make(*, enqueue: Callable[[str], None] | None = None, **overrides: Any) -> CheckedClient:
-        app = create_app(make_config(**overrides), enqueue=enqueue or enqueued)
+    def make(*, enqueue: Callable[[str], None] | None = None, real_enqueue: bool = False,
+             **overrides: Any) -> CheckedClient:
+        """``real_enqueue``: hand jobs to Dramatiq's queues in Redis (the app's own enqueuer), not a recorder."""
+        app = create_app(make_config(**overrides), enqueue=None if real_enqueue else enqueue or enqueued)
         app.testing = True
         spec = app.test_client().get("/openapi.json").get_json()
         return CheckedClient(app, SpecChecker(spec))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
 import pytest
 
 from shared.records.job_store import JobStore
@@ -325,3 +328,27 @@ def test_job_metadata_is_bounded_and_the_refusal_states_the_limit(client, defaul
     ok = client.post(f"{API}/jobs", json={"type": "backup", "collection_name": "alpha",
                                           "metadata": {"note": "x" * 10_000}})
     assert ok.status_code == 201
+
+
+@pytest.fixture
+def redis_without_the_queues(redis_url, key_prefix, redis_client):
+    """A Redis user that may write QBM's records under the test's prefix but not Dramatiq's queues: the real
+    broker's enqueue then fails (NOPERM) after the job was stored, as when the queues' Redis is lost."""
+    user, password = f"qbmtest-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    patterns = [f"~{key_prefix}{name}" for name in ("job:*", "jobs:*", "storage:*", "storages:*")]
+    redis_client.execute_command("ACL", "SETUSER", user, "on", f">{password}", "resetkeys", *patterns, "+@all")
+    parsed = urlsplit(redis_url)
+    yield urlunsplit(parsed._replace(netloc=f"{user}:{password}@{parsed.hostname}:{parsed.port or 6379}"))
+    redis_client.execute_command("ACL", "DELUSER", user)
+
+
+def test_a_real_enqueue_failure_cancels_the_stored_job_and_answers_503(make_client, qdrant, local_storage, store,
+                                                                       redis_without_the_queues):
+    local_storage("disk", is_default=True)
+    client = make_client(qdrant_url=qdrant.url, redis_url=redis_without_the_queues, real_enqueue=True)
+    resp = client.post(f"{API}/jobs", json={"type": "backup", "collection_name": "a"})
+    assert resp.status_code == 503
+    assert error_of(resp).endswith("could not be handed to the workers; it is cancelled and can be retried")
+    [job], total = store.list()
+    assert total == 1 and job.status == "cancelled"
+    assert job.error.startswith("could not be handed to the workers: ") and "permission" in job.error.lower()
