@@ -68,18 +68,21 @@ def list_jobs(args: dict) -> dict:
 @blp.route("/jobs", methods=["POST"])
 @blp.arguments(JobCreateSchema())
 @blp.response(201, JobSchema)
-@blp.errors(401, 422, 503)
+@blp.errors(401, 404, 422, 503)
 def create_job(body: dict) -> dict:
     """Create a backup, restore, shard_backup or shard_restore job
 
     The job is stored pending and handed to the workers. metadata.storage_id defaults to the default
     storage backend (422 when there is none, or when the given one does not exist); the chosen id is
-    written into the job's metadata.
+    written into the job's metadata. What can be checked at once is: 404 for a backup of a collection Qdrant
+    does not have or a restore of a backup the storage does not hold, 422 for a shard not on the node or a
+    backup of the other kind -- with the sentence the job would have failed with. A check that cannot be made
+    (Qdrant or the storage not answering) does not block the job: its metadata.unchecked says so.
     """
     try:
         return services().submitter.submit(body, validated=True).to_dict()
     except InvalidJobRequest as exc:
-        abort(422, message=str(exc))
+        abort(exc.status, message=str(exc))
     except HandOverFailed as exc:
         abort(503, message=str(exc))
     raise AssertionError("unreachable")  # abort() raises

@@ -16,6 +16,7 @@ import redis
 from shared.adapters import redis_conn
 from shared.adapters.qdrant import QdrantClient
 from shared.adapters.storage import Storage, from_config
+from shared.intake.preflight import Preflight
 from shared.intake.submit import Enqueue, JobSubmitter
 from shared.pipeline.broker import make_broker
 from shared.pipeline.dispatch import make_enqueuer
@@ -64,7 +65,8 @@ class Services:
     @cached_property
     def submitter(self) -> JobSubmitter:
         """Creates jobs: the one code path of POST /jobs, schedules and "run now"."""
-        return JobSubmitter(self.jobs, self.storage_configs, self.enqueue)
+        return JobSubmitter(self.jobs, self.storage_configs, self.enqueue,
+                            preflight=Preflight(self.qdrant, self.open_storage))
 
     def open_storage(self, storage_id: str) -> tuple[dict, Storage]:
         """A saved backend's config (with its secret) and the backend itself.

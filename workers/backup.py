@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from shared.adapters.qdrant import QdrantError
 from shared.adapters.storage.base import Cancelled
+from shared.domain import refusals
 from shared.domain.manifest import Manifest, backup_prefix, new_backup_id, qbm_version, snapshot_key, write_manifest
 from shared.records.job import Job
 from shared.runtime.timeutil import parse_iso, utcnow_iso
@@ -40,10 +41,7 @@ def _points_count(ctx: Context, job: Job) -> int | None:
     for local in info.get("local_shards", []):
         if local.get("shard_id") == shard:
             return local.get("points_count")
-    raise PermanentError(
-        f"shard {shard} of collection {c!r} is not on the Qdrant node at {ctx.qdrant.url}; "
-        "shard backups must be taken on the node that holds the shard"
-    )
+    raise PermanentError(refusals.shard_not_on_node(c, shard, ctx.qdrant.url))
 
 
 def create(ctx: Context, job: Job) -> dict:
@@ -61,7 +59,7 @@ def create(ctx: Context, job: Job) -> dict:
             snapshot = ctx.qdrant.create_snapshot(job.collection_name, shard_id=job.shard_id, wait=True)
     except QdrantError as exc:
         if exc.status == 404:
-            raise PermanentError(f"Qdrant has no collection {job.collection_name!r}: {exc.message}") from exc
+            raise PermanentError(refusals.no_collection(job.collection_name, exc.message)) from exc
         raise
     if not snapshot or not snapshot.get("name"):
         raise PermanentError("Qdrant accepted the snapshot request but returned no snapshot description")

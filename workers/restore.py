@@ -17,8 +17,9 @@ from typing import BinaryIO
 
 from shared.adapters.qdrant import QdrantError
 from shared.adapters.storage.base import ObjectNotFound
+from shared.domain import refusals
 from shared.domain.manifest import Manifest, read_manifest
-from shared.records.job import Job, JobType
+from shared.records.job import Job
 from workers.context import Context, Progress, cancel_check
 from workers.errors import JobCancelled, PermanentError, is_transient
 
@@ -39,15 +40,9 @@ def prepare(ctx: Context, job: Job) -> dict:
     """Find the backup by its id in the job's storage and check that it is whole."""
     _, storage = ctx.storage_for(job)
     manifest = read_manifest(storage, job.collection_name, job.snapshot_name or "")
-    if job.type == JobType.SHARD_RESTORE:
-        if manifest.shard_id is None:
-            raise PermanentError(f"backup {manifest.backup_id} is a collection backup; use a restore job")
-        if job.shard_id != manifest.shard_id:
-            raise PermanentError(
-                f"backup {manifest.backup_id} holds shard {manifest.shard_id}, not shard {job.shard_id}"
-            )
-    elif manifest.shard_id is not None:
-        raise PermanentError(f"backup {manifest.backup_id} is a shard backup; use a shard_restore job")
+    refused = refusals.wrong_kind(manifest, job.type, job.shard_id)
+    if refused:
+        raise PermanentError(refused)
     try:
         info = storage.stat(manifest.key)
     except ObjectNotFound:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,7 +18,7 @@ import marshmallow as ma
 
 from shared.intake.schema import JobCreateSchema, flatten_errors
 from shared.records.job_store import Job, JobNotFound, JobStore, StorageMissing, TransitionError
-from shared.records.storage_configs import StorageConfigStore
+from shared.records.storage_configs import StorageConfigNotFound, StorageConfigStore
 
 log = logging.getLogger("qbm.submit")
 
@@ -36,7 +36,10 @@ _STORAGE_ID_RE = re.compile(r"^st_[A-Za-z0-9]{1,60}$")
 
 
 class InvalidJobRequest(ValueError):
-    """The request cannot become a job; ``field`` names the culprit (``metadata.storage_id``...)."""
+    """The request cannot become a job; ``field`` names the culprit (``metadata.storage_id``...). ``status`` is
+    the HTTP status the API answers it with."""
+
+    status = 422
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}" if field else message)
@@ -82,6 +85,9 @@ class JobSubmitter:
     jobs: JobStore
     storage_configs: StorageConfigStore
     enqueue: Enqueue
+    #: Checks made before the job is stored (:class:`shared.intake.preflight.Preflight`): raises an
+    #: InvalidJobRequest for a job that would certainly fail, or returns what it could not check.
+    preflight: Callable[[dict[str, Any], str | None], str | None] | None = None
 
     def default_storage(self) -> str:
         """The default backend's id; InvalidJobRequest (naming ``metadata.storage_id``) when none is set.
@@ -102,6 +108,10 @@ class JobSubmitter:
         storage_id = metadata.get("storage_id")
         if storage_id is not None and not storage_id_format_ok(storage_id):
             raise _storage_missing(storage_id)
+        if self.preflight is not None:
+            unchecked = self.preflight(data, self._storage_for_preflight(storage_id))
+            if unchecked:
+                metadata["unchecked"] = unchecked
         try:
             # The storage check (or the default's lookup) happens in the same Redis call that stores the job.
             job = self.jobs.create(
@@ -116,6 +126,17 @@ class JobSubmitter:
             raise _storage_missing(exc.storage_id) from None
         self.hand_over(job.id, new_job_type=job.type)
         return job
+
+    def _storage_for_preflight(self, storage_id: str | None) -> str:
+        """The backend a new job would use, refused now (as jobs.create would) when there is none, so a missing
+        backend is reported before anything about the collection or backup."""
+        if storage_id is None:
+            return self.default_storage()
+        try:
+            self.storage_configs.get(storage_id)
+        except StorageConfigNotFound:
+            raise _storage_missing(storage_id) from None
+        return storage_id
 
     def hand_over(self, job_id: str, *, new_job_type: str | None = None) -> None:
         """Give a stored job to the workers; if that fails, cancel it with the reason and raise HandOverFailed.

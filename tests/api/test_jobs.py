@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from shared.adapters.storage import LocalStorage
 from shared.records.job_store import JobStore
 from tests.api.helpers import API, error_of, result_of
+from tests.backup_factory import put_backup
 
 JOB_FIELDS = {"id", "type", "status", "collection_name", "shard_id", "snapshot_name", "progress", "error",
               "metadata", "created_at", "started_at", "completed_at"}
@@ -30,6 +33,21 @@ def default_storage(local_storage):
     return local_storage("default-disk", is_default=True)
 
 
+@pytest.fixture
+def checked(make_client, qdrant):
+    """The app against the Qdrant double, where collection ``a`` (3 shards) and ``alpha`` exist, so the checks
+    made at submission pass."""
+    qdrant.create_collection("a", points=3, shard_number=3)
+    qdrant.create_collection("alpha", points=3)
+    return make_client(qdrant_url=qdrant.url)
+
+
+def _backup_in(storage_cfg, collection="a", *, shard_id=None):
+    """A backup in a local backend, as a worker leaves it; returns its backup id."""
+    return put_backup(LocalStorage(storage_cfg["path"]), collection, datetime(2026, 11, 24, 2, 15, tzinfo=UTC),
+                      shard_id=shard_id).backup_id
+
+
 def _create(client, **body):
     resp = client.post(f"{API}/jobs", json=body)
     assert resp.status_code == 201, resp.get_json()
@@ -39,7 +57,8 @@ def _create(client, **body):
 # --- create -------------------------------------------------------------------------------------------
 
 
-def test_create_backup_uses_the_default_storage_and_enqueues(client, default_storage, enqueued, store):
+def test_create_backup_uses_the_default_storage_and_enqueues(checked, default_storage, enqueued, store):
+    client = checked
     job = _create(client, type="backup", collection_name="alpha")
     assert set(job) == JOB_FIELDS
     assert job["status"] == "pending"
@@ -52,19 +71,21 @@ def test_create_backup_uses_the_default_storage_and_enqueues(client, default_sto
     assert store.get(job["id"]).to_dict() == job
 
 
-def test_create_each_type(client, default_storage, enqueued):
+def test_create_each_type(checked, default_storage, enqueued):
+    client = checked
+    collection_backup, shard_backup_id = _backup_in(default_storage), _backup_in(default_storage, shard_id=0)
     backup = _create(client, type="backup", collection_name="a")
     shard_backup = _create(client, type="shard_backup", collection_name="a", shard_id=2)
-    restore = _create(client, type="restore", collection_name="a", snapshot_name="20261124T021500Z-1a2b3c4d",
+    restore = _create(client, type="restore", collection_name="a", snapshot_name=collection_backup,
                       metadata={"target_collection": "a_copy", "priority": "replica",
                                 "note": {"free": "form"}})
     shard_restore = _create(client, type="shard_restore", collection_name="a", shard_id=0,
-                            snapshot_name="a-shard-0-2026-11-24-02-15-00.snapshot")
+                            snapshot_name=shard_backup_id)
     assert shard_backup["shard_id"] == 2
-    assert restore["snapshot_name"] == "20261124T021500Z-1a2b3c4d"
+    assert restore["snapshot_name"] == collection_backup
     assert restore["metadata"] == {"target_collection": "a_copy", "priority": "replica",
                                    "note": {"free": "form"}, "storage_id": default_storage["id"]}
-    assert shard_restore["snapshot_name"].endswith(".snapshot")
+    assert shard_restore["snapshot_name"] == shard_backup_id
     assert enqueued == [backup["id"], shard_backup["id"], restore["id"], shard_restore["id"]]
 
 
@@ -151,6 +172,7 @@ def test_enqueue_failure_cancels_the_job_and_answers_503(make_client, qdrant, lo
         raise ConnectionError("broker is down")
 
     local_storage("disk", is_default=True)  # through another app on the same Redis prefix
+    qdrant.create_collection("a")
     client = make_client(qdrant_url=qdrant.url, enqueue=broken)
     resp = client.post(f"{API}/jobs", json={"type": "backup", "collection_name": "a"})
     assert resp.status_code == 503
@@ -190,7 +212,7 @@ def test_list_far_past_the_end_is_empty(client, default_storage):
 
 def test_list_filters(client, default_storage, store):
     backup = _create(client, type="backup", collection_name="a")
-    restore = _create(client, type="restore", collection_name="a", snapshot_name="s1")
+    restore = _create(client, type="restore", collection_name="a", snapshot_name=_backup_in(default_storage))
     store.transition(backup["id"], "running")
     by_status = client.get(f"{API}/jobs?status=running").get_json()
     assert [j["id"] for j in by_status["items"]] == [backup["id"]]
@@ -345,6 +367,7 @@ def redis_without_the_queues(redis_url, key_prefix, redis_client):
 def test_a_real_enqueue_failure_cancels_the_stored_job_and_answers_503(make_client, qdrant, local_storage, store,
                                                                        redis_without_the_queues):
     local_storage("disk", is_default=True)
+    qdrant.create_collection("a")
     client = make_client(qdrant_url=qdrant.url, redis_url=redis_without_the_queues, real_enqueue=True)
     resp = client.post(f"{API}/jobs", json={"type": "backup", "collection_name": "a"})
     assert resp.status_code == 503
@@ -352,3 +375,40 @@ def test_a_real_enqueue_failure_cancels_the_stored_job_and_answers_503(make_clie
     [job], total = store.list()
     assert total == 1 and job.status == "cancelled"
     assert job.error.startswith("could not be handed to the workers: ") and "permission" in job.error.lower()
+
+
+# --- checked at submission ----------------------------------------------------------------------------
+
+
+def test_jobs_that_cannot_work_are_refused_with_the_sentence_the_job_would_fail_with(checked, default_storage,
+                                                                                      store, enqueued, qdrant):
+    client = checked
+    missing = client.post(f"{API}/jobs", json={"type": "backup", "collection_name": "nope"})
+    assert missing.status_code == 404
+    assert error_of(missing) == ("collection_name: Qdrant has no collection 'nope': Not found: Collection `nope` "
+                                 "doesn't exist!")
+    no_shard = client.post(f"{API}/jobs", json={"type": "shard_backup", "collection_name": "a", "shard_id": 7})
+    assert no_shard.status_code == 422
+    assert error_of(no_shard) == (f"shard_id: shard 7 of collection 'a' is not on the Qdrant node at {qdrant.url}; "
+                                  "shard backups must be taken on the node that holds the shard")
+    no_backup = client.post(f"{API}/jobs", json={"type": "restore", "collection_name": "a",
+                                                 "snapshot_name": "20260101T000000Z-00000000"})
+    assert no_backup.status_code == 404
+    assert error_of(no_backup).startswith("snapshot_name: backup '20260101T000000Z-00000000' of collection 'a' "
+                                          "not found in storage")
+    shard_one = _backup_in(default_storage, shard_id=1)
+    wrong_kind = client.post(f"{API}/jobs", json={"type": "restore", "collection_name": "a",
+                                                  "snapshot_name": shard_one})
+    assert wrong_kind.status_code == 422
+    assert error_of(wrong_kind) == f"snapshot_name: backup {shard_one} is a shard backup; use a shard_restore job"
+    wrong_shard = client.post(f"{API}/jobs", json={"type": "shard_restore", "collection_name": "a", "shard_id": 2,
+                                                   "snapshot_name": shard_one})
+    assert error_of(wrong_shard) == f"snapshot_name: backup {shard_one} holds shard 1, not shard 2"
+    assert store.list()[1] == 0 and enqueued == []  # nothing was stored or handed over
+
+
+def test_a_check_that_cannot_be_made_does_not_block_the_job_and_the_job_says_so(client, default_storage):
+    job = _create(client, type="backup", collection_name="alpha")  # this app's Qdrant does not answer
+    assert job["status"] == "pending"
+    assert job["metadata"]["unchecked"].startswith("the collection could not be checked on Qdrant at submission: "
+                                                   "cannot reach Qdrant at ")

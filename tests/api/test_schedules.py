@@ -174,7 +174,9 @@ def test_schedules_need_a_key_when_keys_are_configured(make_client):
 
 
 def test_run_now_creates_one_job_per_collection_through_the_jobs_code_path(client, default_storage, enqueued,
-                                                                           redis_client, key_prefix):
+                                                                           redis_client, key_prefix, qdrant):
+    qdrant.create_collection("a")
+    qdrant.create_collection("b")
     schedule = _create(client, name="pair", interval_seconds=3600, collections=["a", "b"])
     resp = client.post(f"{API}/schedules/{schedule['id']}/run")
     assert resp.status_code == 200
@@ -232,3 +234,10 @@ def test_run_now_reports_what_could_not_be_created(client, local_storage, qdrant
     missing = _create(client, name="missing", interval_seconds=3600, collections=["nope"], type="shard_backup")
     run = result_of(client.post(f"{API}/schedules/{missing['id']}/run"))
     assert run["status"] == "failed" and "nope" in run["error"]
+
+    # A collection schedule naming a collection Qdrant does not have: refused by the same check as POST /jobs.
+    local_storage("default-disk", is_default=True)
+    vanished = _create(client, name="vanished", interval_seconds=3600, collections=["docs"])
+    run = result_of(client.post(f"{API}/schedules/{vanished['id']}/run"))
+    assert run["status"] == "failed" and run["job_ids"] == []
+    assert "collection_name: Qdrant has no collection 'docs'" in run["error"]

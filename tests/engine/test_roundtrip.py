@@ -40,6 +40,11 @@ def post_job(client, **body) -> dict:  # noqa: ANN001
     return response.get_json()["result"]
 
 
+def app_enqueue(client, job_id: str) -> None:  # noqa: ANN001
+    """Hand a job stored directly in the job store to the workers, through the app's own enqueuer."""
+    client.application.extensions["qbm"].enqueue(job_id)
+
+
 def sha256_of(storage, key: str) -> str:  # noqa: ANN001
     digest = hashlib.sha256()
     with storage.open(key) as reader:
@@ -132,18 +137,29 @@ def test_shard_backup_and_restore_round_trip(app, client, jobs, qdrant, worker, 
 
 
 def test_restore_of_unknown_backup_fails_with_reason(client, jobs, qdrant, worker, engine_config):  # noqa: ANN001
-    register_storage(client, "local", engine_config)
-    job = post_job(client, type="restore", collection_name="docs", snapshot_name="20260101T000000Z-deadbeef")
-    done = wait_for_job(jobs, job["id"], worker=worker)
-    assert done["status"] == "failed"
-    assert "20260101T000000Z-deadbeef" in done["error"] and "not found" in done["error"]
+    storage = register_storage(client, "local", engine_config)
+    refused = client.post("/api/v1/jobs", json={"type": "restore", "collection_name": "docs",
+                                                "snapshot_name": "20260101T000000Z-deadbeef"})
+    assert refused.status_code == 404  # checked at submission, with the sentence the job would fail with
+    sentence = refused.get_json()["status"]["error"].removeprefix("snapshot_name: ")
+    # A job that got past the check (the backup vanished after submission) fails with the same sentence.
+    job = jobs.create("restore", "docs", snapshot_name="20260101T000000Z-deadbeef",
+                      metadata={"storage_id": storage["id"]})
+    app_enqueue(client, job.id)
+    done = wait_for_job(jobs, job.id, worker=worker)
+    assert done["status"] == "failed" and done["error"] == sentence
+    assert "20260101T000000Z-deadbeef" in sentence and "not found" in sentence
 
 
 def test_backup_of_missing_collection_fails_at_once(client, jobs, qdrant, worker, engine_config):  # noqa: ANN001
-    register_storage(client, "local", engine_config)
-    job = post_job(client, type="backup", collection_name="nope")
-    done = wait_for_job(jobs, job["id"], worker=worker, timeout=20)
-    assert done["status"] == "failed"
-    assert "nope" in done["error"]
+    storage = register_storage(client, "local", engine_config)
+    refused = client.post("/api/v1/jobs", json={"type": "backup", "collection_name": "nope"})
+    assert refused.status_code == 404
+    sentence = refused.get_json()["status"]["error"].removeprefix("collection_name: ")
+    job = jobs.create("backup", "nope", metadata={"storage_id": storage["id"]})  # the collection went after the check
+    app_enqueue(client, job.id)
+    done = wait_for_job(jobs, job.id, worker=worker, timeout=20)
+    assert done["status"] == "failed" and done["error"] == sentence
+    assert "attempt" not in done["metadata"] and "will retry" not in worker.log()  # at once: no retry
     root: Path = engine_config.storage_roots[0] / "backups"
     assert not any(p.is_file() for p in root.rglob("*")) if root.exists() else True

@@ -96,8 +96,9 @@ def test_interval_schedule_backs_up_both_collections(client, jobs, qdrant, worke
 
 
 def test_two_schedulers_fire_each_tick_once_and_survive_the_leader(client, jobs, engine_config, redis_client,  # noqa: ANN001
-                                                                     start_scheduler):
+                                                                     start_scheduler, qdrant):
     register_storage(client, "local", engine_config)
+    qdrant.create_collection("docs", points=5)
     prefix = engine_config.key_prefix
     first = start_scheduler()
     wait_until(lambda: leader_pid(redis_client, prefix) == first.pid, timeout=15, what="the first to lead",
@@ -133,6 +134,7 @@ def test_retention_keeps_the_two_newest_after_four_scheduled_backups(client, job
                                                                       engine_config):
     storage_cfg = register_storage(client, "local", engine_config)
     qdrant.create_collection("docs", points=20)
+    qdrant.create_collection("other", points=5)
     manual = post_job(client, type="backup", collection_name="other")  # another collection is not touched
     schedule = create_schedule(client, name="keep2", interval_seconds=3600, collections=["docs"],
                                retention={"keep_last": 2})

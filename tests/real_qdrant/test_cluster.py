@@ -117,10 +117,12 @@ def test_shard_backup_and_restore_on_the_peer_that_holds_the_shard(app, client, 
     shard = min(counts)
     not_here = min(set(range(SHARDS)) - set(counts))
 
-    # A shard this peer does not hold cannot be backed up through it, and the job says so.
-    failed = run_job(client, jobs, worker, expect="failed", type="shard_backup", collection_name=cluster_docs,
-                     shard_id=not_here)
-    assert f"shard {not_here}" in failed["error"] and "not on the Qdrant node" in failed["error"]
+    # A shard this peer does not hold cannot be backed up through it: refused at submission, saying so.
+    refused = client.post("/api/v1/jobs", json={"type": "shard_backup", "collection_name": cluster_docs,
+                                                "shard_id": not_here})
+    assert refused.status_code == 422
+    message = refused.get_json()["status"]["error"]
+    assert message.startswith(f"shard_id: shard {not_here} of collection") and "not on the Qdrant node" in message
 
     done = run_job(client, jobs, worker, type="shard_backup", collection_name=cluster_docs, shard_id=shard)
     manifest = stored_manifest(app, storage["id"], cluster_docs, done["snapshot_name"])

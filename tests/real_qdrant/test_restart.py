@@ -30,7 +30,7 @@ def test_qdrant_restarted_mid_transfer_the_backup_is_retried_and_completes(app, 
     node = own_node
     data.create_collection(node, "docs", shard_number=3)
     storage = register_storage(client, "local", engine_config)
-    throttled_qdrant.throttle(4 * MiB)
+    throttled_qdrant.throttle(1 * MiB)  # a copy of many seconds: it is surely still running when Qdrant stops
     worker = start_worker()
     job = post_job(client, type="backup", collection_name="docs")
     wait_until(lambda: copying(jobs, job["id"]), timeout=60, what="the backup to be copying its snapshot")

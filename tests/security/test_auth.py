@@ -17,7 +17,8 @@ GOOD = {"X-API-Key": KEYS[0]}
 
 
 @pytest.fixture
-def secured(make_client, storage_root):
+def secured(make_client, storage_root, qdrant):
+    qdrant.create_collection("alpha")  # the existing resources: a job needs its collection to be accepted
     return make_client(api_keys=KEYS)
 
 

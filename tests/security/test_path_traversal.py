@@ -180,7 +180,8 @@ def test_percent_encoding_in_a_local_path_is_a_literal_name_inside_the_root(clie
     assert created["path"] == path
     tested = result_of(client.post(f"{API}/storage/test", json={"name": "odd", "type": "local", "path": path}))
     assert tested["success"] is True, tested
-    assert (storage_root / "%2e%2e" / "outside").is_dir()
+    assert tested["message"].endswith(f"in {storage_root}/%2e%2e/outside")  # the literal name, inside the root
+    assert not (storage_root / "%2e%2e").exists()  # and the test left no folder behind
     fs_guard.assert_untouched()
 
 
