@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -28,6 +27,7 @@ from tests.engine.conftest import (  # noqa: F401 - fixtures used by name
     start_worker,
     wait_for_job,
     worker,
+    worker_env_for,
 )
 from tests.security.redis_dump import dump_prefix
 
@@ -61,17 +61,7 @@ class Recorder:
 def worker_env(engine_config: Config) -> dict[str, str]:  # noqa: F811
     """As the engine tests' worker environment, but logging at DEBUG: the most it ever writes is what
     must be clean."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QBM_")}
-    env.update({
-        "QBM_REDIS_URL": engine_config.redis_url,
-        "QBM_KEY_PREFIX": engine_config.key_prefix,
-        "QBM_QDRANT_URL": engine_config.qdrant_url,
-        "QBM_DATA_DIR": str(engine_config.data_dir),
-        "QBM_STORAGE_ROOTS": ":".join(str(p) for p in engine_config.storage_roots),
-        "QBM_LOG_LEVEL": "DEBUG",
-        "QBM_SECRET_KEY": ",".join(engine_config.secret_keys),
-    })
-    return env
+    return {**worker_env_for(engine_config), "QBM_LOG_LEVEL": "DEBUG"}
 
 
 @pytest.fixture
