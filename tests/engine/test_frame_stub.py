@@ -74,8 +74,10 @@ def test_a_recorded_step_is_not_run_again(ctx, run, qdrant, storage_id):
     # the transfer: Qdrant is asked for no new snapshot.
     second = ctx.jobs.create("backup", "docs", metadata={"storage_id": storage_id, "keep_on_qdrant": True})
     ctx.jobs.update(second.id, snapshot_name="20261201T000000Z-0000beef")
+    made = _new_snapshot(qdrant)  # its own bytes: the double's archive holds the time it was made
     ctx.jobs.record_step(second.id, "create", {**snapshot, "backup_id": "20261201T000000Z-0000beef",
-                                               "snapshot": _new_snapshot(qdrant)})
+                                               "snapshot": made["name"], "size": made["size"],
+                                               "checksum": made["checksum"]})
     creates_before = _snapshot_creates(qdrant)
     ctx.enqueue(second.id)
     run("backups")
@@ -98,7 +100,8 @@ def _snapshot_creates(qdrant) -> int:
     return sum(1 for method, path in qdrant.requests_seen if method == "POST" and path.endswith("/snapshots"))
 
 
-def _new_snapshot(qdrant) -> str:
-    """A snapshot made on the double directly (not through QBM), for a job to adopt as its own."""
+def _new_snapshot(qdrant) -> dict:
+    """A snapshot made on the double directly (not through QBM), for a job to adopt as its own: Qdrant's
+    description of it (name, size, checksum)."""
     return requests.post(f"{qdrant.url}/collections/docs/snapshots", params={"wait": "true"},
-                         timeout=30).json()["result"]["name"]
+                         timeout=30).json()["result"]
