@@ -13,6 +13,7 @@ from api.envelope import Blueprint
 from api.schemas.cluster import HEALTH_RULES, ClusterSchema
 from api.services import services
 from shared.adapters.qdrant import QdrantError, QdrantUnavailable
+from shared.adapters.topology import Peer
 
 blp = Blueprint("cluster", __name__, description="Cluster health")
 
@@ -85,4 +86,24 @@ def get_cluster() -> dict:
             "peers": {},
             "reason": f"Qdrant is not reachable: {getattr(exc, 'message', None) or exc}",
         }
-    return summarize(raw)
+    result = summarize(raw)
+    if result["mode"] == "cluster":
+        result["members"] = _members(raw)
+        unreachable = [m["peer_id"] for m in result["members"] if not m["reachable"]]
+        if unreachable and result["status"] == "green":
+            result["status"] = "yellow"
+            result["reason"] = f"QBM cannot reach peer(s) {', '.join(map(str, unreachable))} at their REST URL"
+    return result
+
+
+def _members(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each peer with its REST URL and whether QBM reaches it there (what backup sets need)."""
+    topology = services().topology
+    members = []
+    for pid, info in sorted((raw.get("peers") or {}).items(), key=lambda item: int(item[0])):
+        uri = (info or {}).get("uri")
+        peer = Peer(int(pid), uri, topology.rest_url(int(pid), uri, is_self=int(pid) == raw.get("peer_id")))
+        error = topology.reachable(peer)
+        members.append({"peer_id": peer.peer_id, "uri": uri, "rest_url": peer.rest_url,
+                        "reachable": error is None, "error": error})
+    return members

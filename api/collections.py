@@ -26,6 +26,7 @@ from api.schemas.collections import (
 from api.schemas.common import NameListResult, WaitQuerySchema
 from api.services import services
 from shared.adapters.qdrant import QdrantError, SnapshotDownload
+from shared.adapters.topology import parse_layout
 from shared.intake.names import (
     COLLECTION_NAME_PATTERN,
     MAX_SHARD_ID,
@@ -137,10 +138,14 @@ def collection_view(name: str, raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def cluster_view(raw: dict[str, Any]) -> dict[str, Any]:
+def cluster_view(name: str, raw: dict[str, Any]) -> dict[str, Any]:
     result = dict(raw)
     result.setdefault("local_shards", [])
     result.setdefault("remote_shards", [])
+    layout = parse_layout(name, raw)
+    result["shards"] = [{"shard_id": s.shard_id, "shard_key": s.shard_key,
+                         "replicas": [{"peer_id": r.peer_id, "state": r.state} for r in s.replicas]}
+                        for s in layout.shards.values()]
     return result
 
 
@@ -199,7 +204,7 @@ def get_collection(name: str) -> dict:
 def get_collection_cluster(name: str) -> dict:
     """Shard distribution of a collection"""
     name = checked_collection(name)
-    return cluster_view(services().qdrant.collection_cluster_info(name))
+    return cluster_view(name, services().qdrant.collection_cluster_info(name))
 
 
 # --- collection snapshots -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import redis
 from shared.adapters import redis_conn
 from shared.adapters.qdrant import QdrantClient
 from shared.adapters.storage import Storage, from_config
+from shared.adapters.topology import Topology
 from shared.intake.preflight import Preflight
 from shared.intake.submit import Enqueue, JobSubmitter
 from shared.pipeline.broker import make_broker
@@ -29,11 +30,12 @@ from shared.schedules.store import ScheduleStore
 INTERACTIVE_QDRANT = {"connect_timeout": 3.0, "retries": 2, "backoff": 0.2}
 
 
-def qdrant_client(config: Config, *, interactive: bool = False) -> QdrantClient:
-    """The Qdrant client of ``config``. Its read timeout bounds how long a snapshot download may stall
-    (``QBM_QDRANT_READ_TIMEOUT``); ``interactive`` clients (the API's) also fail over fast."""
+def qdrant_client(config: Config, *, interactive: bool = False, url: str | None = None) -> QdrantClient:
+    """The Qdrant client of ``config`` (of another peer of its cluster when ``url`` is given). Its read timeout
+    bounds how long a snapshot download may stall (``QBM_QDRANT_READ_TIMEOUT``); ``interactive`` clients (the
+    API's) also fail over fast."""
     extra = INTERACTIVE_QDRANT if interactive else {}
-    return QdrantClient(config.qdrant_url, config.qdrant_api_key, read_timeout=config.qdrant_read_timeout,
+    return QdrantClient(url or config.qdrant_url, config.qdrant_api_key, read_timeout=config.qdrant_read_timeout,
                         **extra)
 
 
@@ -51,6 +53,13 @@ class Services:
         self.storage_configs = StorageConfigStore(self.redis, config.key_prefix, config.secret_keys)
         self.schedules = ScheduleStore(self.redis, config.key_prefix)
         self._enqueue = enqueue
+        self._interactive = interactive
+
+    @cached_property
+    def topology(self) -> Topology:
+        """The cluster's peers (with their REST URLs, QBM_QDRANT_PEERS) and collections' shard layouts."""
+        return Topology(self.qdrant, self.config.qdrant_peers,
+                        lambda url: qdrant_client(self.config, interactive=self._interactive, url=url))
 
     @cached_property
     def broker(self) -> dramatiq.Broker:

@@ -11,10 +11,10 @@ from collections.abc import Callable
 import dramatiq
 
 from shared.pipeline.chains import queue_for
-from workers import backup, restore
+from workers import backup, backup_set, restore
 from workers.context import Context
 from workers.errors import is_transient
-from workers.frame import MAX_BACKOFF_MS, MAX_RETRIES, MIN_BACKOFF_MS, Step, run_step
+from workers.frame import MAX_BACKOFF_MS, MAX_RETRIES, MIN_BACKOFF_MS, Gate, ItemStep, Step, run_step
 
 #: Dramatiq's TimeLimit defaults to 10 minutes; snapshot steps of big collections take hours.
 TIME_LIMIT_MS = 7 * 24 * 3600 * 1000
@@ -23,6 +23,12 @@ STEP_FUNCTIONS: dict[str, dict[str, Step]] = {
     "backup": {"create": backup.create, "transfer": backup.transfer, "finalize": backup.finalize},
     "restore": {"prepare": restore.prepare, "recover": restore.recover, "verify": restore.verify},
 }
+#: Steps that fan out (one message per item): a backup set streams each shard as its own message.
+ITEM_FUNCTIONS: dict[str, dict[str, ItemStep]] = {
+    "backup": {"transfer": backup_set.stream_shard},
+}
+#: Asked before a pending job starts (see workers.frame.Gate).
+GATES: dict[str, Gate] = {"backup": backup_set.wait_reason}
 
 
 def _retry_when(retries: int, exc: BaseException) -> bool:
@@ -41,10 +47,10 @@ def declare_actors(broker: dramatiq.Broker, context: Callable[[], Context]) -> d
 
 
 def _declare(broker: dramatiq.Broker, context: Callable[[], Context], family: str, step: str) -> dramatiq.Actor:
-    steps = STEP_FUNCTIONS[family]
+    steps, item_steps, gate = STEP_FUNCTIONS[family], ITEM_FUNCTIONS.get(family), GATES.get(family)
 
-    def fn(job_id: str) -> None:
-        run_step(context(), broker, steps, step, job_id)
+    def fn(job_id: str, item: int | None = None) -> None:
+        run_step(context(), broker, steps, step, job_id, item, item_steps=item_steps, gate=gate)
 
     fn.__name__ = f"{family}_{step}"
     return dramatiq.actor(

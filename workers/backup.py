@@ -18,6 +18,7 @@ from shared.domain import refusals
 from shared.domain.manifest import Manifest, backup_prefix, new_backup_id, qbm_version, snapshot_key, write_manifest
 from shared.records.job import Job
 from shared.runtime.timeutil import parse_iso, utcnow_iso
+from workers import backup_set
 from workers.context import Context, Progress, cancel_check, raise_if_cancelled
 from workers.errors import JobCancelled, PermanentError
 
@@ -50,6 +51,10 @@ def create(ctx: Context, job: Job) -> dict:
     if not job.snapshot_name:
         ctx.jobs.update(job.id, snapshot_name=backup_id)
     try:
+        if job.shard_id is None and ctx.topology.distributed():
+            if "create_started" not in job.steps:
+                ctx.jobs.record_step(job.id, "create_started", {"at": utcnow_iso()})
+            return backup_set.plan(ctx, job, backup_id)
         points = _points_count(ctx, job)
         qdrant_version = ctx.qdrant.version()
         started = job.steps.get("create_started")
@@ -169,6 +174,8 @@ def transfer(ctx: Context, job: Job) -> dict:
 
 def finalize(ctx: Context, job: Job) -> dict:
     """Write the manifest last (the backup exists from then on), then free the snapshot on Qdrant."""
+    if backup_set.is_set(job):
+        return backup_set.finalize(ctx, job)
     made, moved = job.steps["create"], job.steps["transfer"]
     raise_if_cancelled(ctx.jobs, job.id)
     _, storage = ctx.storage_for(job)
@@ -216,7 +223,8 @@ def cleanup_cancelled(ctx: Context, job: Job) -> None:
         return
     made = job.steps.get("create")
     if made:
-        delete_qdrant_snapshot(ctx, job, made["snapshot"])
+        if made.get("snapshot"):  # a backup set streams its shards and leaves nothing on the nodes
+            delete_qdrant_snapshot(ctx, job, made["snapshot"])
         try:
             _, storage = ctx.storage_for(job)
             prefix = backup_prefix(job.collection_name, made["backup_id"])

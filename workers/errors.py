@@ -19,6 +19,15 @@ class PermanentError(Exception):
     """Fail the job now; the message is shown to the user as the job's ``error``."""
 
 
+class TryLater(Exception):
+    """Not now, and not a failure: the step's message comes back after ``delay_ms`` (every peer that could serve
+    it is busy with as many streams as it may serve)."""
+
+    def __init__(self, reason: str, delay_ms: int = 2_000) -> None:
+        super().__init__(reason)
+        self.delay_ms = delay_ms
+
+
 class JobCancelled(Exception):
     """The user cancelled the job while a step was running."""
 

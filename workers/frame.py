@@ -25,26 +25,32 @@ from dramatiq.middleware import CurrentMessage
 
 from shared.adapters.heartbeat import JobHeartbeat, beat_interval
 from shared.adapters.locks import Lease
-from shared.pipeline.chains import STEPS
-from shared.pipeline.dispatch import send_step
+from shared.pipeline.chains import STEPS, fan_out_items, item_record
+from shared.pipeline.dispatch import send_next, send_step
 from shared.records.job import Job, JobStatus
 from shared.records.job_store import JobNotFound, TransitionError
 from shared.runtime.logs import bind_log_context
-from shared.runtime.timeutil import utcnow_iso
+from shared.runtime.timeutil import parse_iso, utcnow_iso
 from workers import backup
 from workers.context import Context
-from workers.errors import JobCancelled, describe, is_expected, is_transient
+from workers.errors import JobCancelled, TryLater, describe, is_expected, is_transient
 from workers.retention_hook import apply_schedule_retention
 
 log = logging.getLogger("qbm.worker")
 
 #: A step: does its work for the job and returns what to record for it (None: just that it is done).
 Step = Callable[[Context, Job], dict | None]
+#: One item of a fanned-out step (a backup set's shard): the same, for that item.
+ItemStep = Callable[[Context, Job, int], dict | None]
+#: Asked before a pending job starts: None when it may, else why it must wait (it stays ``pending``, and fails
+#: with that reason once it has waited ``QBM_SET_WAIT_SECONDS``).
+Gate = Callable[[Context, Job], str | None]
 
 MAX_RETRIES = 6
 MIN_BACKOFF_MS = 2_000
 MAX_BACKOFF_MS = 60_000
 LOCK_WAIT_MS = 3_000
+GATE_WAIT_MS = 5_000
 
 
 def attempt() -> int:
@@ -85,11 +91,14 @@ class StepPulse:
         self._thread.join(timeout=5)
 
 
-def run_step(ctx: Context, broker: dramatiq.Broker, steps: dict[str, Step], step: str, job_id: str) -> None:
-    """Run ``step`` of job ``job_id`` in the frame described in the module docstring.
+def run_step(ctx: Context, broker: dramatiq.Broker, steps: dict[str, Step], step: str, job_id: str,
+             item: int | None = None, *, item_steps: dict[str, ItemStep] | None = None,
+             gate: Gate | None = None) -> None:
+    """Run ``step`` of job ``job_id`` (its ``item``, for a fanned-out step) in the frame described in the module
+    docstring.
 
-    ``steps`` maps the step names of the job's chain to their functions; ``broker`` receives the next step
-    (or this one again, delayed, while another job holds the collection)."""
+    ``steps`` maps the step names of the job's chain to their functions, ``item_steps`` those that may fan out;
+    ``broker`` receives the next step (or this one again, delayed, while another job holds the collection)."""
     try:
         job = ctx.jobs.get_with_steps(job_id)
     except JobNotFound:
@@ -97,6 +106,9 @@ def run_step(ctx: Context, broker: dramatiq.Broker, steps: dict[str, Step], step
         return
     bind_log_context(collection=job.collection_name)  # reset with the message's context (workers.broker)
     extra = {"job_id": job_id, "step": step, "collection": job.collection_name}
+    record = step if item is None else item_record(step, item)
+    if item is not None:
+        extra["item"] = item
     lease = Lease(ctx.redis, ctx.lease_key(job), job_id)
     if job.status == JobStatus.CANCELLED:
         _cleanup_cancelled(ctx, job)
@@ -106,7 +118,10 @@ def run_step(ctx: Context, broker: dramatiq.Broker, steps: dict[str, Step], step
         return  # a stale or duplicate message
     if not lease.acquire():
         log.info("collection busy with job %s; waiting", lease.holder_now(), extra=extra)
-        send_step(broker, job.type, step, job_id, delay_ms=LOCK_WAIT_MS + random.randint(0, 1000))
+        send_step(broker, job.type, step, job_id, item=item, delay_ms=LOCK_WAIT_MS + random.randint(0, 1000))
+        return
+    if job.status == JobStatus.PENDING and gate is not None and _held_at_gate(ctx, broker, job, step, gate, extra):
+        lease.release()
         return
     if job.status == JobStatus.PENDING:
         try:
@@ -119,11 +134,16 @@ def run_step(ctx: Context, broker: dramatiq.Broker, steps: dict[str, Step], step
     ended = True
     try:
         with StepPulse(lease, heartbeat, beat_interval(ctx.config.reaper_grace_seconds)):
-            if step not in job.steps:
+            if record not in job.steps:
                 log.info("step started", extra=extra)
-                result = steps[step](ctx, job)
-                ctx.jobs.record_step(job_id, step, result if result is not None else {"at": utcnow_iso()})
-            ended = _advance(ctx, broker, job, step)
+                result = (steps[step](ctx, job) if item is None
+                          else (item_steps or {})[step](ctx, job, item))
+                ctx.jobs.record_step(job_id, record, result if result is not None else {"at": utcnow_iso()})
+            ended = _advance(ctx, broker, job, step, item)
+    except TryLater as later:
+        ended = False
+        log.info("step waits: %s", later, extra=extra)
+        send_step(broker, job.type, step, job_id, item=item, delay_ms=later.delay_ms + random.randint(0, 500))
     except JobCancelled:
         _cleanup_cancelled(ctx, ctx.jobs.get_with_steps(job_id))
     except Exception as exc:
@@ -166,14 +186,48 @@ def _note_retry(ctx: Context, job_id: str, next_attempt: int, reason: str, extra
         log.debug("could not record the retry on the job: %s", exc, extra=extra)
 
 
-def _advance(ctx: Context, broker: dramatiq.Broker, job: Job, step: str) -> bool:
-    """Send the next step, or end the job when this was the last. Returns True when the job ended."""
+def _held_at_gate(ctx: Context, broker: dramatiq.Broker, job: Job, step: str, gate: Gate, extra: dict) -> bool:
+    """True when the gate keeps the pending job waiting (its message comes back later; ``metadata.waiting``
+    says why) or, after ``QBM_SET_WAIT_SECONDS`` of waiting, failed it with that reason."""
+    reason = gate(ctx, job)
+    if reason is None:
+        if job.metadata.get("waiting"):
+            ctx.jobs.merge_metadata(job.id, {"waiting": None, "waiting_since": None})
+        return False
+    since = job.metadata.get("waiting_since") or utcnow_iso()
+    waited = (parse_iso(utcnow_iso()) - parse_iso(since)).total_seconds()
+    if waited >= ctx.config.set_wait_seconds:
+        try:
+            ctx.jobs.transition(job.id, JobStatus.RUNNING)
+        except TransitionError:
+            return True  # cancelled meanwhile
+        _fail(ctx, job.id, f"{reason}; gave up after waiting {int(waited)} s")
+        return True
+    ctx.jobs.merge_metadata(job.id, {"waiting": reason, "waiting_since": since})
+    log.info("job waits: %s", reason, extra=extra)
+    send_step(broker, job.type, step, job.id, delay_ms=GATE_WAIT_MS + random.randint(0, 1000))
+    return True
+
+
+def _advance(ctx: Context, broker: dramatiq.Broker, job: Job, step: str, item: int | None = None) -> bool:
+    """Send the next step, or end the job when this was the last. Returns True when the job ended.
+
+    An item of a fanned-out step advances only when it finds every item recorded and is the one that claims
+    the step as a whole."""
     chain = STEPS[job.type]
     index = chain.index(step)
+    done = ctx.jobs.get_with_steps(job.id).steps
+    if item is not None:
+        items = fan_out_items(job.type, step, done) or []
+        if any(item_record(step, i) not in done for i in items):
+            return False
+        if step not in done and not ctx.jobs.claim_step(job.id, step, {"at": utcnow_iso(), "items": len(items)}):
+            return False
+        done = ctx.jobs.get_with_steps(job.id).steps
     if index + 1 < len(chain):
         if ctx.jobs.get(job.id).status == JobStatus.CANCELLED:
             raise JobCancelled(job.id)
-        send_step(broker, job.type, chain[index + 1], job.id)
+        send_next(broker, job.type, chain[index + 1], job.id, done)
         return False
     apply_schedule_retention(ctx, job)  # scheduled backups only; never raises
     ctx.jobs.set_progress(job.id, 100)

@@ -20,6 +20,7 @@ from shared.adapters.storage.base import ObjectNotFound
 from shared.domain import refusals
 from shared.domain.manifest import Manifest, read_manifest
 from shared.records.job import Job
+from workers import restore_set
 from workers.context import Context, Progress, cancel_check
 from workers.errors import JobCancelled, PermanentError, is_transient
 
@@ -43,6 +44,10 @@ def prepare(ctx: Context, job: Job) -> dict:
     refused = refusals.wrong_kind(manifest, job.type, job.shard_id)
     if refused:
         raise PermanentError(refused)
+    if manifest.kind == "set":
+        restore_set.check_files(storage, manifest)
+        ctx.jobs.set_progress(job.id, PREPARE_END)
+        return {"manifest": asdict(manifest)}
     try:
         info = storage.stat(manifest.key)
     except ObjectNotFound:
@@ -76,6 +81,10 @@ def recover(ctx: Context, job: Job) -> dict:
     cfg, storage = ctx.storage_for(job)
     target, shard = job.target_collection, job.shard_id
     priority = job.metadata.get("priority") or DEFAULT_PRIORITY
+    if manifest.kind == "set":
+        result = restore_set.recover(ctx, job, manifest, cfg["type"], storage, priority)
+        ctx.jobs.set_progress(job.id, RECOVER_END)
+        return result
     try:
         if cfg["type"] == "s3" and not job.metadata.get("upload"):
             url = storage.presigned_get_url(manifest.key, PRESIGN_FOR)
@@ -114,6 +123,11 @@ def verify(ctx: Context, job: Job) -> None:
     collection; for a shard, the count its node reports)."""
     manifest = _manifest(job)
     target, shard = job.target_collection, job.shard_id
+    if manifest.kind == "set":
+        checked = restore_set.verify(ctx, job, manifest)
+        ctx.jobs.merge_metadata(job.id, {**checked, "target_collection": target, "sha256": manifest.sha256,
+                                         "size": manifest.size, "kind": "set"})
+        return
     try:
         if shard is None:
             points = ctx.qdrant.count_points(target, exact=True)

@@ -11,7 +11,8 @@ HEALTH_RULES = (
     "How status is derived: red when Qdrant cannot be reached (then the answer is still 200, with "
     "reason saying why; GET /readyz answers 503 in that case), when the Raft state has no leader or when "
     "Qdrant reports its consensus thread stopped with an error; yellow when raft_info.pending_operations "
-    "> 0, when message_send_failures is not empty or when the consensus thread is not working; green "
+    "> 0, when message_send_failures is not empty, when the consensus thread is not working or when QBM "
+    "cannot reach a peer at its REST URL (members); green "
     "otherwise. A single-node Qdrant (no distributed mode; Qdrant answers status 'disabled') is green "
     "with mode 'single' and raft_info null."
 )
@@ -26,6 +27,16 @@ class RaftInfoSchema(Passthrough):
         required=True, allow_none=True, metadata={"description": "Leader, Follower, Candidate, ..."}
     )
     is_voter = fields.Boolean(required=True)
+
+
+class MemberSchema(ma.Schema):
+    peer_id = fields.Integer(required=True)
+    uri = fields.String(required=True, allow_none=True, metadata={"description": "The peer's p2p URI"})
+    rest_url = fields.String(required=True, metadata={
+        "description": "Where QBM reaches the peer's REST API (QBM_QDRANT_PEERS, else the p2p URI's host with "
+                       "QBM_QDRANT_URL's port)"})
+    reachable = fields.Boolean(required=True)
+    error = fields.String(required=True, allow_none=True, metadata={"description": "Why it is not reachable"})
 
 
 class ClusterSchema(Passthrough):
@@ -53,3 +64,5 @@ class ClusterSchema(Passthrough):
     )
     reason = fields.String(required=True, allow_none=True,
                            metadata={"description": "Why the status is not green (null when green)"})
+    members = fields.List(fields.Nested(MemberSchema), metadata={
+        "description": "Cluster mode: every peer with its REST URL and whether QBM can reach it"})

@@ -54,6 +54,17 @@ class RemoteShardSchema(Passthrough):
     state = fields.String(required=True)
 
 
+class ReplicaSchema(ma.Schema):
+    peer_id = fields.Integer(required=True)
+    state = fields.String(required=True, metadata={"description": "Active, Dead, Partial, Initializing, ..."})
+
+
+class ShardReplicasSchema(ma.Schema):
+    shard_id = fields.Integer(required=True)
+    shard_key = fields.Raw(allow_none=True, metadata={"description": "custom sharding only"})
+    replicas = fields.List(fields.Nested(ReplicaSchema), required=True)
+
+
 class CollectionClusterSchema(Passthrough):
     """Shard distribution of a collection (Qdrant's own extra fields, e.g. shard_transfers, are kept)."""
 
@@ -61,6 +72,9 @@ class CollectionClusterSchema(Passthrough):
     shard_count = fields.Integer(required=True)
     local_shards = fields.List(fields.Nested(LocalShardSchema), required=True)
     remote_shards = fields.List(fields.Nested(RemoteShardSchema), required=True)
+    shards = fields.List(fields.Nested(ShardReplicasSchema), metadata={
+        "description": "Every shard with every replica on every peer (local_shards and remote_shards are the "
+                       "asked node's view)"})
 
 
 class SnapshotSchema(ma.Schema):

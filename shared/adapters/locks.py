@@ -55,3 +55,36 @@ class Lease:
 
     def release(self) -> None:
         self._release(keys=[self.key], args=[self.holder])
+
+
+_SLOT_TAKE = """
+local now = redis.call('time')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('zremrangebyscore', KEYS[1], '-inf', ms)
+if redis.call('zscore', KEYS[1], ARGV[1]) or redis.call('zcard', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('zadd', KEYS[1], ms + tonumber(ARGV[3]), ARGV[1])
+  redis.call('pexpire', KEYS[1], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+class Slots:
+    """At most ``limit`` holders of ``key`` at a time, each slot a lease of ``ttl_ms`` (a sorted set of holders
+    scored by when their slot expires, in Redis server time).
+
+    Why: a backup set streams many shards from a few Qdrant peers; each stream costs the peer a core and its
+    disk, so the workers of every machine together take at most ``limit`` streams from one peer. A holder that
+    dies frees its slot when the slot expires; a live holder keeps it with :meth:`take` again (a renewal)."""
+
+    def __init__(self, client: redis.Redis, key: str, limit: int, ttl_ms: int = 60_000) -> None:
+        self.client, self.key, self.limit, self.ttl_ms = client, key, limit, ttl_ms
+        self._take = client.register_script(_SLOT_TAKE)
+
+    def take(self, holder: str) -> bool:
+        """Take (or renew) a slot for ``holder``; False when all ``limit`` slots are held by others."""
+        return bool(self._take(keys=[self.key], args=[holder, self.limit, self.ttl_ms]))
+
+    def release(self, holder: str) -> None:
+        self.client.zrem(self.key, holder)

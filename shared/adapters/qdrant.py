@@ -298,6 +298,27 @@ class QdrantClient:
     def collection_cluster_info(self, name: str) -> dict[str, Any]:
         return self._result(self._request("GET", f"/collections/{_q(name)}/cluster"))
 
+    def create_collection(self, name: str, body: dict[str, Any]) -> bool:
+        """``PUT /collections/{name}`` with a CreateCollection body (in a cluster: on every peer, by consensus)."""
+        return bool(self._result(self._request("PUT", f"/collections/{_q(name)}", json=body, long=True)))
+
+    def delete_collection(self, name: str) -> bool:
+        return bool(self._result(self._request("DELETE", f"/collections/{_q(name)}", long=True)))
+
+    def create_payload_index(self, name: str, field_name: str, field_schema: Any) -> None:
+        """``PUT /collections/{name}/index?wait=true``: ``field_schema`` a type name or a schema object."""
+        self._result(self._request("PUT", f"/collections/{_q(name)}/index", params={"wait": "true"},
+                                   json={"field_name": field_name, "field_schema": field_schema}, long=True))
+
+    def collection_aliases(self, name: str) -> list[str]:
+        """The aliases that point at ``name``."""
+        result = self._result(self._request("GET", f"/collections/{_q(name)}/aliases"))
+        return [a["alias_name"] for a in result.get("aliases", [])]
+
+    def update_aliases(self, actions: list[dict[str, Any]]) -> bool:
+        """``POST /collections/aliases`` with Qdrant's alias actions (create_alias, delete_alias, ...)."""
+        return bool(self._result(self._request("POST", "/collections/aliases", json={"actions": actions})))
+
     # ----- snapshots: of a whole collection (``shard_id`` None) or of one of its shards -----------------
 
     def list_snapshots(self, collection: str, *, shard_id: int | None = None) -> list[dict[str, Any]]:
@@ -322,6 +343,14 @@ class QdrantClient:
                           chunk_size: int = DOWNLOAD_CHUNK_SIZE) -> SnapshotDownload:
         what = f"snapshot {name} of {collection}" + (f" shard {shard_id}" if shard_id is not None else "")
         return self._download(f"{_scope(collection, shard_id)}/snapshots/{_q(name)}", chunk_size, what)
+
+    def stream_shard_snapshot(self, collection: str, shard_id: int,
+                              chunk_size: int = DOWNLOAD_CHUNK_SIZE) -> SnapshotDownload:
+        """``GET /collections/{c}/shards/{id}/snapshot``: the shard archived on the fly into the response, nothing
+        kept on the node; no Content-Length and no checksum (hash it while it passes). The shard must be local to
+        this node."""
+        what = f"streamed snapshot of {collection} shard {shard_id}"
+        return self._download(f"{_scope(collection, shard_id)}/snapshot", chunk_size, what)
 
     # ----- recovery ------------------------------------------------------------------------------------
 

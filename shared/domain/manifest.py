@@ -8,11 +8,13 @@ listed, never restored.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from shared.adapters.storage.base import ObjectNotFound, Storage
 from shared.runtime.timeutil import utcnow
@@ -69,6 +71,19 @@ class Manifest:
     points_count: int | None
     qbm_version: str
     format: int = 1
+    #: ``snapshot``: one Qdrant snapshot file at ``key``. ``set``: a distributed collection, one streamed
+    #: snapshot per shard (``shards``), ``key`` the backup's folder, ``size`` their sum and ``sha256`` the
+    #: :func:`set_digest` of the shards' checksums.
+    kind: str = "snapshot"
+    #: A set's shards: ``shard_id``, ``key``, ``size``, ``sha256``, ``points_count`` (the layout's estimate),
+    #: ``peer_id`` and ``peer_url`` it was streamed from, ``shard_key``.
+    shards: list[dict[str, Any]] | None = None
+    #: What a set's restore needs and a snapshot lacks: the collection's config as ``GET /collections/{c}``
+    #: gave it, its payload indexes (``payload_schema``), the aliases pointing at it, the peers and layout.
+    collection_config: dict[str, Any] | None = None
+    payload_schema: dict[str, Any] | None = None
+    aliases: list[str] | None = None
+    topology: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
@@ -77,13 +92,23 @@ class Manifest:
     def from_json(cls, data: bytes, *, where: str) -> Manifest:
         try:
             raw = json.loads(data)
-            fields = {name: raw[name] for name in cls.__dataclass_fields__ if name != "format"}
-            manifest = cls(**fields, format=int(raw.get("format", 1)))
+            fields = {name: raw[name] for name in cls.__dataclass_fields__ if name not in _OPTIONAL}
+            fields.update({name: raw[name] for name in _OPTIONAL if raw.get(name) is not None})
+            manifest = cls(**fields)
         except (ValueError, KeyError, TypeError) as exc:
             raise ManifestError(f"manifest at {where} is not valid: {exc}") from exc
         if not re.fullmatch(r"[0-9a-f]{64}", manifest.sha256) or manifest.size < 0:
             raise ManifestError(f"manifest at {where} has an invalid size or sha256")
         return manifest
+
+
+_OPTIONAL = ("format", "kind", "shards", "collection_config", "payload_schema", "aliases", "topology")
+
+
+def set_digest(shards: list[dict[str, Any]]) -> str:
+    """One sha256 for a backup set: over ``<shard_id> <sha256>`` lines in shard order."""
+    lines = "".join(f"{s['shard_id']} {s['sha256']}\n" for s in sorted(shards, key=lambda s: s["shard_id"]))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def write_manifest(storage: Storage, manifest: Manifest) -> None:

@@ -35,3 +35,19 @@ def actor_name(job_type: str, step: str) -> str:
 def next_step(job_type: str, done: dict) -> str | None:
     """The first step of the chain that has not recorded a result (None when all have)."""
     return next((s for s in STEPS[job_type] if s not in done), None)
+
+
+def fan_out_items(job_type: str, step: str, done: dict) -> list | None:
+    """The items a step runs for, one message each (a backup set's shards), or None for one message: a step
+    fans out when the step before it recorded its items under ``fan_out``."""
+    chain = STEPS[job_type]
+    index = chain.index(step)
+    if index == 0:
+        return None
+    items = (done.get(chain[index - 1]) or {}).get("fan_out")
+    return list(items) if items else None
+
+
+def item_record(step: str, item: object) -> str:
+    """The name an item of a fanned-out step is recorded under (``transfer:3``)."""
+    return f"{step}:{item}"

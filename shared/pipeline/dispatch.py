@@ -10,20 +10,34 @@ from __future__ import annotations
 import dramatiq
 
 from shared.intake.submit import Enqueue
-from shared.pipeline.chains import STEPS, actor_name, next_step, queue_for
+from shared.pipeline.chains import STEPS, actor_name, fan_out_items, item_record, next_step, queue_for
 from shared.records.job_store import JobStore
 
 
-def send_step(broker: dramatiq.Broker, job_type: str, step: str, job_id: str, *, delay_ms: int | None = None
-              ) -> None:
+def send_step(broker: dramatiq.Broker, job_type: str, step: str, job_id: str, *, item: int | None = None,
+              delay_ms: int | None = None) -> None:
+    """One message for ``step`` of the job (for one ``item`` of a fanned-out step)."""
     message = dramatiq.Message(
         queue_name=queue_for(job_type),
         actor_name=actor_name(job_type, step),
-        args=(job_id,),
+        args=(job_id,) if item is None else (job_id, item),
         kwargs={},
         options={},
     )
     broker.enqueue(message, delay=delay_ms)
+
+
+def send_next(broker: dramatiq.Broker, job_type: str, step: str, job_id: str, done: dict) -> None:
+    """Send ``step``: one message, or one per item not yet recorded when the step fans out (see
+    :func:`shared.pipeline.chains.fan_out_items`). When every item is recorded but the step is not (a crash
+    in between), one item is sent again: it finds its record and completes the step."""
+    items = fan_out_items(job_type, step, done)
+    if not items:
+        send_step(broker, job_type, step, job_id)
+        return
+    missing = [item for item in items if item_record(step, item) not in done] or items[-1:]
+    for item in missing:
+        send_step(broker, job_type, step, job_id, item=item)
 
 
 def make_enqueuer(broker: dramatiq.Broker, jobs: JobStore) -> Enqueue:
@@ -39,6 +53,6 @@ def make_enqueuer(broker: dramatiq.Broker, jobs: JobStore) -> Enqueue:
         # All steps recorded but the job not ended (a crash right after the last step): run the last one
         # again; steps are idempotent and the last one ends the job.
         step = next_step(job.type, job.steps) or STEPS[job.type][-1]
-        send_step(broker, job.type, step, job_id)
+        send_next(broker, job.type, step, job_id, job.steps)
 
     return enqueue

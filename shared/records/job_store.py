@@ -481,6 +481,13 @@ class JobStore:
             raise ValueError("step name must not be empty")
         self._write(job_id, {_STEP_PREFIX + step: _dump_json(result, "step result")})
 
+    def claim_step(self, job_id: str, step: str, result: dict) -> bool:
+        """Record ``step`` only if no one has: True for the one caller that did. Several workers finishing the
+        last items of a fanned-out step at once all see it complete; only the claimer sends the next step."""
+        if not self.exists(job_id):
+            raise JobNotFound(job_id)
+        return bool(self._redis.hsetnx(self._key(job_id), _STEP_PREFIX + step, _dump_json(result, "step result")))
+
     def get_with_steps(self, job_id: str) -> Job:
         """The job with its step records (``Job.steps``), from one HGETALL. Raises :class:`JobNotFound`."""
         raw = {text(field) or "": value for field, value in self._redis.hgetall(self._key(job_id)).items()}

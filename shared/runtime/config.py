@@ -64,6 +64,13 @@ class Config:
     #: ``host`` / ``host:port`` entries PUT .../snapshots/recover may point Qdrant at (QBM_RECOVER_ALLOWED_HOSTS);
     #: None: Qdrant's own address and the S3 endpoints of the registered storage backends.
     recover_allowed_hosts: tuple[str, ...] | None = None
+    #: QBM_QDRANT_PEERS: ``(peer, REST URL)`` pairs, ``peer`` a Qdrant peer id or its p2p URI; peers not named
+    #: here are reached at their p2p URI's host with the REST port of QBM_QDRANT_URL.
+    qdrant_peers: tuple[tuple[str, str], ...] = ()
+    #: How many shard streams one Qdrant peer serves at a time for backup sets, over every worker.
+    peer_stream_limit: int = 2
+    #: How long a backup set waits for a collection's shard transfers or resharding to end before failing.
+    set_wait_seconds: int = 600
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -119,6 +126,16 @@ def _check_seconds(name: str, value: str, *, minimum: int) -> int:
     if seconds < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {seconds}")
     return seconds
+
+
+def _check_count(name: str, value: str, *, minimum: int) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+    if count < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {count}")
+    return count
 
 
 def _check_sentinels(value: str) -> tuple[tuple[str, int], ...]:
@@ -226,6 +243,24 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         reaper_grace_seconds=_check_seconds(
             "QBM_REAPER_GRACE_SECONDS", get("QBM_REAPER_GRACE_SECONDS") or "120", minimum=2
         ),
+        qdrant_peers=_check_peers(get("QBM_QDRANT_PEERS")),
+        peer_stream_limit=_check_count("QBM_PEER_STREAMS", get("QBM_PEER_STREAMS") or "2", minimum=1),
+        set_wait_seconds=_check_seconds("QBM_SET_WAIT_SECONDS", get("QBM_SET_WAIT_SECONDS") or "600", minimum=0),
         **_deployment_settings(get),
         **_security_settings(get),
     )
+
+
+def _check_peers(raw: str | None) -> tuple[tuple[str, str], ...]:
+    """``QBM_QDRANT_PEERS``: comma-separated ``peer=REST URL``, ``peer`` a peer id or a p2p URI."""
+    pairs = []
+    for entry in (raw or "").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        peer, sep, url = entry.rpartition("=")
+        peer, url = peer.strip(), url.strip()
+        if not sep or not peer:
+            raise ConfigError(f"QBM_QDRANT_PEERS entries are peer=REST URL (peer id or p2p URI), got {entry!r}")
+        pairs.append((peer.rstrip("/"), _check_http_url("QBM_QDRANT_PEERS", url)))
+    return tuple(pairs)

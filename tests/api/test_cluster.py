@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api.cluster import summarize
-from tests.api.helpers import API, error_of, result_of
+from tests.api.helpers import API, closed_port_url, error_of, result_of
 
 
 def test_single_node_is_green_without_raft_info(client):
@@ -18,7 +18,8 @@ def test_single_node_is_green_without_raft_info(client):
 
 
 def test_cluster_mode_reports_raft_info_and_peers(client, qdrant):
-    qdrant.enable_cluster({222: "http://10.0.0.2:6335/"}, term=3, commit=42)
+    # Peer 222's p2p URI is on the double's host: by the default rule QBM reaches it at QBM_QDRANT_URL's port.
+    qdrant.enable_cluster({222: "http://127.0.0.1:6335/"}, term=3, commit=42)
     result = result_of(client.get(f"{API}/cluster"))
     assert result["status"] == "green"
     assert result["mode"] == "cluster"
@@ -31,15 +32,30 @@ def test_cluster_mode_reports_raft_info_and_peers(client, qdrant):
         "role": "Leader",
         "is_voter": True,
     }
-    assert result["peers"]["222"] == "http://10.0.0.2:6335/"
+    assert result["peers"]["222"] == "http://127.0.0.1:6335/"
     assert str(qdrant.peer_id) in result["peers"]
+    assert {m["peer_id"]: (m["rest_url"], m["reachable"]) for m in result["members"]} == {
+        qdrant.peer_id: (qdrant.url, True), 222: (qdrant.url, True)}
     # Qdrant's extra fields are kept.
     assert result["consensus_thread_status"]["consensus_thread_status"] == "working"
     assert result["message_send_failures"] == {}
 
 
+def test_a_peer_qbm_cannot_reach_makes_the_cluster_yellow(make_client, qdrant):
+    closed = closed_port_url()
+    client = make_client(qdrant_url=qdrant.url, qdrant_peers=(("http://10.9.9.9:6335", closed),))
+    qdrant.enable_cluster({222: "http://10.9.9.9:6335/", 333: "http://127.0.0.1:6335/"})
+    result = result_of(client.get(f"{API}/cluster"))
+    members = {m["peer_id"]: m for m in result["members"]}
+    # 222 is mapped by its p2p URI (QBM_QDRANT_PEERS); 333 by the default rule.
+    assert (members[222]["rest_url"], members[222]["reachable"]) == (closed, False)
+    assert "cannot reach Qdrant" in members[222]["error"]
+    assert (members[333]["rest_url"], members[333]["reachable"]) == (qdrant.url, True)
+    assert result["status"] == "yellow" and "222" in result["reason"]
+
+
 def test_follower_sees_the_leader(client, qdrant):
-    qdrant.enable_cluster({222: "http://10.0.0.2:6335/"}, leader=222)
+    qdrant.enable_cluster({222: "http://127.0.0.1:6335/"}, leader=222)
     result = result_of(client.get(f"{API}/cluster"))
     assert result["status"] == "green"
     assert result["raft_info"]["leader"] == 222

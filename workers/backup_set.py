@@ -1,0 +1,224 @@
+"""Backup sets: a backup of a collection distributed over several Qdrant peers.
+
+A collection snapshot taken through one peer holds only that peer's shards, so a distributed collection is
+backed up shard by shard instead, each from one Active replica, with Qdrant's streamed shard snapshot
+(``GET /collections/{c}/shards/{id}/snapshot``: archived on the fly, nothing staged on the node). The steps:
+
+* ``create`` (:func:`plan`): the peers, the shard layout, the collection's configuration, payload indexes and
+  aliases, the exact points count; records the shards to copy as the step's ``fan_out``;
+* ``transfer`` (:func:`stream_shard`), one message per shard, so the workers of every machine share a set;
+  each takes a stream slot on the peer it copies from (at most ``QBM_PEER_STREAMS`` per peer) and, when that
+  replica dies or its peer stops answering, takes the shard again from another Active replica;
+* ``finalize`` (:func:`finalize`): the set's manifest, written last. A set missing a shard has no manifest
+  and is never listed.
+
+Consistency: a set does not start while the collection has shard transfers or resharding under way
+(:func:`wait_reason`, the frame's gate: the job stays pending and says why).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from shared.adapters.locks import Slots
+from shared.adapters.qdrant import QdrantError
+from shared.adapters.storage import Storage
+from shared.adapters.storage.base import Cancelled
+from shared.adapters.topology import Peer
+from shared.domain.manifest import Manifest, backup_prefix, qbm_version, set_digest, snapshot_key, write_manifest
+from shared.pipeline.chains import item_record
+from shared.records.job import ACTIVE_STATUSES, Job, JobStatus
+from shared.runtime.timeutil import utcnow_iso
+from workers.context import Context, raise_if_cancelled
+from workers.errors import JobCancelled, PermanentError, TryLater, describe
+
+log = logging.getLogger("qbm.worker.backup_set")
+
+CREATE_END, TRANSFER_END = 10, 95
+#: How long a stream slot on a peer lives without renewal (a worker that died frees it after this).
+SLOT_TTL_MS = 60_000
+
+
+def is_set(job: Job) -> bool:
+    """True when the job's ``create`` step planned a backup set (it recorded the shards to copy)."""
+    return "fan_out" in (job.steps.get("create") or {})
+
+
+def wait_reason(ctx: Context, job: Job) -> str | None:
+    """Why a backup set of this collection must not start now (shard transfers or resharding), else None.
+    Only distributed collection backups wait; if Qdrant cannot be asked, the step finds out for itself."""
+    if job.shard_id is not None or "create" in job.steps:
+        return None
+    try:
+        if not ctx.topology.distributed():
+            return None
+        return ctx.topology.layout(job.collection_name).busy_reason()
+    except QdrantError:
+        return None
+
+
+def plan(ctx: Context, job: Job, backup_id: str) -> dict:
+    """What the set will hold, read before any byte moves (see the module docstring)."""
+    c = job.collection_name
+    topology = ctx.topology
+    peers = topology.peers()
+    layout = topology.layout(c)
+    busy = layout.busy_reason()
+    if busy:
+        raise TryLater(busy, 5_000)
+    for shard in layout.shards.values():
+        if not shard.active_peers():
+            raise PermanentError(_no_replica(c, shard.shard_id, shard.describe_replicas()))
+    info = ctx.qdrant.collection_info(c)
+    counts: dict[int, int | None] = {}
+    for pid in sorted({r.peer_id for s in layout.shards.values() for r in s.replicas} & set(peers)):
+        try:
+            local = topology.client_for(peers[pid]).collection_cluster_info(c).get("local_shards") or []
+        except QdrantError:
+            continue  # a peer down now: its counts are only estimates anyway
+        for entry in local:
+            counts.setdefault(int(entry["shard_id"]), entry.get("points_count"))
+    result = {
+        "backup_id": backup_id,
+        "fan_out": sorted(layout.shards),
+        "points_count": ctx.qdrant.count_points(c, exact=True),
+        "qdrant_version": ctx.qdrant.version(),
+        "collection_config": info.get("config") or {},
+        "payload_schema": info.get("payload_schema") or {},
+        "aliases": ctx.qdrant.collection_aliases(c),
+        "topology": {
+            "peers": {str(p.peer_id): {"rest_url": p.rest_url, "p2p_uri": p.p2p_uri} for p in peers.values()},
+            "shards": {str(s.shard_id): {"replicas": [[r.peer_id, r.state] for r in s.replicas],
+                                         "shard_key": s.shard_key, "points_count": counts.get(s.shard_id)}
+                       for s in layout.shards.values()},
+        },
+    }
+    ctx.jobs.set_progress(job.id, CREATE_END)
+    return result
+
+
+def stream_shard(ctx: Context, job: Job, shard_id: int) -> dict:
+    """Copy one shard into storage from one of its Active replicas, trying the next one when a replica fails."""
+    c = job.collection_name
+    made = job.steps["create"]
+    _, storage = ctx.storage_for(job)
+    key = snapshot_key(c, made["backup_id"], shard_id)
+    peers = ctx.topology.peers()
+    shard = ctx.topology.layout(c).shards.get(shard_id)  # read again: a replica may have died since the plan
+    if shard is None:
+        raise PermanentError(f"shard {shard_id} of collection {c!r} is no longer in its layout; retry the job")
+    candidates = [pid for pid in shard.active_peers() if pid in peers]
+    if not candidates:
+        raise PermanentError(_no_replica(c, shard_id, shard.describe_replicas()))
+    turn = shard_id % len(candidates)  # spread the shards over their replicas' peers
+    candidates = candidates[turn:] + candidates[:turn]
+    holder = f"{job.id}:{shard_id}"
+    failures: list[str] = []
+    last: QdrantError | None = None
+    for pid in candidates:
+        slots = Slots(ctx.redis, f"{ctx.config.key_prefix}peer-streams:{pid}", ctx.config.peer_stream_limit,
+                      SLOT_TTL_MS)
+        if not slots.take(holder):
+            continue
+        try:
+            result = _copy(ctx, job, storage, key, shard_id, peers[pid], lambda s=slots: s.take(holder))
+        except QdrantError as exc:
+            if exc.status in (401, 403):
+                raise
+            failures.append(f"peer {pid}: {describe(exc)}")
+            last = exc
+            log.warning("shard %s of %s: copy from peer %s failed, trying another replica: %s", shard_id, c, pid,
+                        describe(exc), extra={"job_id": job.id, "collection": c})
+            continue
+        finally:
+            slots.release(holder)
+        result["points_count"] = ((made.get("topology") or {}).get("shards", {}).get(str(shard_id)) or {}).get(
+            "points_count")
+        _note_progress(ctx, job, len(made["fan_out"]))
+        return result
+    if last is not None:
+        if not last.transient:
+            raise PermanentError(f"shard {shard_id} of collection {c!r} could not be copied from any replica: "
+                                 + "; ".join(failures))
+        raise last  # retried with backoff; the layout is read again then
+    raise TryLater(f"every peer holding shard {shard_id} serves {ctx.config.peer_stream_limit} stream(s) already")
+
+
+def _copy(ctx: Context, job: Job, storage: Storage, key: str, shard_id: int, peer: Peer,
+          renew_slot: Callable[[], object]) -> dict:
+    storage.abort_incomplete(key)  # what a crashed earlier attempt of this shard left; other shards untouched
+    meter = ctx.transfer_meter(job, "backup", storage.kind)
+    keep_going = _still_wanted(ctx, job, renew_slot)
+    try:
+        with ctx.topology.client_for(peer).stream_shard_snapshot(job.collection_name, shard_id) as download, meter:
+            written = storage.write(key, download, on_progress=meter.tracking(lambda _done: None),
+                                    should_continue=keep_going)
+    except Cancelled as exc:
+        if ctx.jobs.get(job.id).status == JobStatus.CANCELLED:
+            raise JobCancelled(job.id) from exc
+        raise PermanentError("the backup set stopped: another of its shards failed") from exc
+    return {"shard_id": shard_id, "key": key, "size": written.size, "sha256": written.sha256,
+            "peer_id": peer.peer_id, "peer_url": peer.rest_url}
+
+
+def _still_wanted(ctx: Context, job: Job, renew_slot: Callable[[], object], every: float = 1.0
+                  ) -> Callable[[], bool]:
+    """``should_continue`` for a shard stream: False once the job was cancelled or failed (another shard gave
+    up); renews the peer's stream slot as it goes."""
+    state = {"at": 0.0, "ok": True}
+
+    def should_continue() -> bool:
+        now = time.monotonic()
+        if now - state["at"] >= every:
+            state["at"] = now
+            state["ok"] = ctx.jobs.get(job.id).status in ACTIVE_STATUSES
+            renew_slot()
+        return state["ok"]
+
+    return should_continue
+
+
+def _note_progress(ctx: Context, job: Job, total: int) -> None:
+    done = sum(1 for name in ctx.jobs.get_with_steps(job.id).steps if name.startswith("transfer:")) + 1
+    ctx.jobs.set_progress(job.id, CREATE_END + (TRANSFER_END - CREATE_END) * min(done, total) // total)
+
+
+def finalize(ctx: Context, job: Job) -> dict:
+    """Write the set's manifest, last: from then on the set is a backup."""
+    made = job.steps["create"]
+    raise_if_cancelled(ctx.jobs, job.id)
+    shards = [job.steps[item_record("transfer", sid)] for sid in made["fan_out"]]
+    _, storage = ctx.storage_for(job)
+    manifest = Manifest(
+        backup_id=made["backup_id"],
+        job_id=job.id,
+        type=str(job.type),
+        collection=job.collection_name,
+        shard_id=None,
+        qdrant_snapshot_name="",
+        key=backup_prefix(job.collection_name, made["backup_id"]),
+        size=sum(s["size"] for s in shards),
+        sha256=set_digest(shards),
+        created_at=job.steps.get("create_started", {}).get("at") or utcnow_iso(),
+        qdrant_version=made.get("qdrant_version"),
+        points_count=made.get("points_count"),
+        qbm_version=qbm_version(),
+        format=2,
+        kind="set",
+        shards=shards,
+        collection_config=made.get("collection_config"),
+        payload_schema=made.get("payload_schema"),
+        aliases=made.get("aliases"),
+        topology=made.get("topology"),
+    )
+    write_manifest(storage, manifest)
+    ctx.jobs.merge_metadata(job.id, {"key": manifest.key, "size": manifest.size, "sha256": manifest.sha256,
+                                     "kind": "set", "shards": len(shards)})
+    return {"at": utcnow_iso()}
+
+
+def _no_replica(collection: str, shard_id: int, replicas: str) -> str:
+    return (f"shard {shard_id} of collection {collection!r} has no Active replica to copy from ({replicas}); "
+            "the backup set cannot be complete")
