@@ -80,7 +80,8 @@ class SchedulerProcess(QbmProcess):
 
 
 def make_engine_config(redis_url: str, key_prefix: str, qdrant_url: str, tmp_path: Path, secret_key: str, *,
-                       qdrant_api_key: str | None = None) -> Config:
+                       qdrant_api_key: str | None = None, qdrant_peers: tuple[tuple[str, str], ...] = (),
+                       set_wait_seconds: int = 600) -> Config:
     """The API's config for an engine test: its own storage root under ``tmp_path`` and key prefix."""
     root = tmp_path / "storage"
     root.mkdir()
@@ -93,6 +94,8 @@ def make_engine_config(redis_url: str, key_prefix: str, qdrant_url: str, tmp_pat
         storage_roots=(root,),
         key_prefix=key_prefix,
         secret_keys=(secret_key,),
+        qdrant_peers=qdrant_peers,
+        set_wait_seconds=set_wait_seconds,
     )
 
 
@@ -109,6 +112,9 @@ def worker_env_for(config: Config) -> dict[str, str]:
         "QBM_STORAGE_ROOTS": ":".join(str(p) for p in config.storage_roots),
         "QBM_LOG_LEVEL": "INFO",
         "QBM_SECRET_KEY": ",".join(config.secret_keys),
+        "QBM_QDRANT_PEERS": ",".join(f"{peer}={url}" for peer, url in config.qdrant_peers),
+        "QBM_SET_WAIT_SECONDS": str(config.set_wait_seconds),
+        "QBM_PEER_STREAMS": str(config.peer_stream_limit),
     })
     return env
 
