@@ -36,13 +36,14 @@ def _points_count(ctx: Context, job: Job) -> int | None:
     """The exact count for a collection (collection info's is an estimate); a shard's count is the one its
     node reports in the shard layout (Qdrant has no exact count per shard id)."""
     c, shard = job.collection_name, job.shard_id
+    client = ctx.qdrant_for(job)
     if shard is None:
-        return ctx.qdrant.count_points(c, exact=True)
-    info = ctx.qdrant.collection_cluster_info(c)
+        return client.count_points(c, exact=True)
+    info = client.collection_cluster_info(c)
     for local in info.get("local_shards", []):
         if local.get("shard_id") == shard:
             return local.get("points_count")
-    raise PermanentError(refusals.shard_not_on_node(c, shard, ctx.qdrant.url))
+    raise PermanentError(refusals.shard_not_on_node(c, shard, client.url))
 
 
 def create(ctx: Context, job: Job) -> dict:
@@ -56,12 +57,13 @@ def create(ctx: Context, job: Job) -> dict:
                 ctx.jobs.record_step(job.id, "create_started", {"at": utcnow_iso()})
             return backup_set.plan(ctx, job, backup_id)
         points = _points_count(ctx, job)
-        qdrant_version = ctx.qdrant.version()
+        client = ctx.qdrant_for(ctx.jobs.get(job.id))  # with the peer _points_count chose for a shard
+        qdrant_version = client.version()
         started = job.steps.get("create_started")
         snapshot = _adopt(ctx, job, started["at"]) if started else None
         if snapshot is None:
             ctx.jobs.record_step(job.id, "create_started", {"at": utcnow_iso()})
-            snapshot = ctx.qdrant.create_snapshot(job.collection_name, shard_id=job.shard_id, wait=True)
+            snapshot = client.create_snapshot(job.collection_name, shard_id=job.shard_id, wait=True)
     except QdrantError as exc:
         if exc.status == 404:
             raise PermanentError(refusals.no_collection(job.collection_name, exc.message)) from exc
@@ -88,7 +90,7 @@ def _adopt(ctx: Context, job: Job, started_at: str) -> dict | None:
     side): reuse the newest snapshot listed since our first attempt instead of making a second one.
     A listed snapshot is complete (Qdrant renames it into place when done)."""
     since = parse_iso(started_at).timestamp() - 1
-    listed = ctx.qdrant.list_snapshots(job.collection_name, shard_id=job.shard_id)
+    listed = ctx.qdrant_for(job).list_snapshots(job.collection_name, shard_id=job.shard_id)
     found = [(made, s) for s in listed if (made := _made_at(s)) is not None and made >= since]
     if not found:
         return None
@@ -116,7 +118,7 @@ def wait_for_checksum(ctx: Context, job: Job, snapshot: dict, timeout: float = C
     and the backup relies on the sha256 QBM computes while copying (the job's metadata says so)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        listed = ctx.qdrant.list_snapshots(job.collection_name, shard_id=job.shard_id)
+        listed = ctx.qdrant_for(job).list_snapshots(job.collection_name, shard_id=job.shard_id)
         current = next((s for s in listed if s.get("name") == snapshot["name"]), None)
         if current is None:
             return snapshot  # gone: the transfer step finds that out and says so
@@ -136,7 +138,8 @@ def transfer(ctx: Context, job: Job) -> dict:
     # A crashed earlier attempt may have left a temp file or an incomplete multipart upload.
     storage.abort_incomplete(backup_prefix(job.collection_name, made["backup_id"]))
     try:
-        download = ctx.qdrant.download_snapshot(job.collection_name, made["snapshot"], shard_id=job.shard_id)
+        download = ctx.qdrant_for(job).download_snapshot(job.collection_name, made["snapshot"],
+                                                         shard_id=job.shard_id)
     except QdrantError as exc:
         if exc.status == 404:
             # The snapshot vanished from the node (deleted by hand, node rebuilt): take a new one.
@@ -208,7 +211,7 @@ def finalize(ctx: Context, job: Job) -> dict:
 
 def delete_qdrant_snapshot(ctx: Context, job: Job, name: str) -> None:
     try:
-        ctx.qdrant.delete_snapshot(job.collection_name, name, shard_id=job.shard_id, wait=True)
+        ctx.qdrant_for(job).delete_snapshot(job.collection_name, name, shard_id=job.shard_id, wait=True)
     except QdrantError as exc:
         if exc.status != 404:
             log.warning("could not delete snapshot %s on Qdrant: %s", name, exc,

@@ -9,8 +9,10 @@ import logging
 import time
 from collections.abc import Callable
 
+from shared.adapters.qdrant import QdrantClient
 from shared.adapters.secret_box import SecretKeyError
 from shared.adapters.storage import Storage
+from shared.adapters.topology import parse_layout
 from shared.records.job import Job, JobStatus
 from shared.records.job_store import JobStore
 from shared.records.storage_configs import StorageConfigNotFound
@@ -22,6 +24,31 @@ log = logging.getLogger("qbm.worker")
 
 
 class Context(Services):
+    def qdrant_for(self, job: Job) -> QdrantClient:
+        """The node a job's Qdrant calls go to: QBM_QDRANT_URL's, except for a shard job in a cluster, which talks
+        to a peer holding an Active replica of its shard (chosen once, kept as ``metadata.peer_url``)."""
+        if job.shard_id is None:
+            return self.qdrant
+        url = job.metadata.get("peer_url")
+        if not url:
+            collection = job.target_collection if job.family == "restore" else job.collection_name
+            url = self._shard_peer_url(collection, job.shard_id)
+            if url != self.qdrant.url:
+                self.jobs.merge_metadata(job.id, {"peer_url": url})
+        return self.qdrant if url == self.qdrant.url else self.topology.client_for(url)
+
+    def _shard_peer_url(self, collection: str, shard_id: int) -> str:
+        peers = self.topology.peers()
+        if len(peers) <= 1:
+            return self.qdrant.url
+        info = self.qdrant.collection_cluster_info(collection)
+        if any(s.get("shard_id") == shard_id and s.get("state") == "Active" for s in info.get("local_shards") or []):
+            return self.qdrant.url
+        shard = parse_layout(collection, info).shards.get(shard_id)
+        active = [pid for pid in (shard.active_peers() if shard else []) if pid in peers]
+        # No Active replica anywhere: ask the node QBM knows, whose answer says what is wrong.
+        return peers[active[0]].rest_url if active else self.qdrant.url
+
     def storage_for(self, job: Job) -> tuple[dict, Storage]:
         """The job's storage backend; a backend that vanished or cannot be decrypted fails the job."""
         storage_id = job.storage_id

@@ -81,6 +81,7 @@ def recover(ctx: Context, job: Job) -> dict:
     cfg, storage = ctx.storage_for(job)
     target, shard = job.target_collection, job.shard_id
     priority = job.metadata.get("priority") or DEFAULT_PRIORITY
+    qdrant = ctx.qdrant_for(job)
     if manifest.kind == "set":
         result = restore_set.recover(ctx, job, manifest, cfg["type"], storage, priority)
         ctx.jobs.set_progress(job.id, RECOVER_END)
@@ -88,7 +89,7 @@ def recover(ctx: Context, job: Job) -> dict:
     try:
         if cfg["type"] == "s3" and not job.metadata.get("upload"):
             url = storage.presigned_get_url(manifest.key, PRESIGN_FOR)
-            ctx.qdrant.recover_from_url(target, url, shard_id=shard, priority=priority, checksum=manifest.sha256)
+            qdrant.recover_from_url(target, url, shard_id=shard, priority=priority, checksum=manifest.sha256)
         else:
             upload_name = f"qbm-restore-{job.id}.snapshot"
             progress = Progress(ctx.jobs, job.id, PREPARE_END, RECOVER_END, manifest.size)
@@ -96,7 +97,7 @@ def recover(ctx: Context, job: Job) -> dict:
             with storage.open(manifest.key) as raw, meter:
                 reader = _CountingReader(raw, meter.tracking(progress), cancel_check(ctx.jobs, job.id))
                 try:
-                    ctx.qdrant.upload_and_recover(target, reader, shard_id=shard, filename=upload_name,  # type: ignore[arg-type]
+                    qdrant.upload_and_recover(target, reader, shard_id=shard, filename=upload_name,  # type: ignore[arg-type]
                                                   size=manifest.size, priority=priority, checksum=manifest.sha256)
                 finally:
                     _delete_uploaded(ctx, job, upload_name)
@@ -111,7 +112,7 @@ def recover(ctx: Context, job: Job) -> dict:
 
 def _delete_uploaded(ctx: Context, job: Job, name: str) -> None:
     try:
-        ctx.qdrant.delete_snapshot(job.target_collection, name, shard_id=job.shard_id, wait=True)
+        ctx.qdrant_for(job).delete_snapshot(job.target_collection, name, shard_id=job.shard_id, wait=True)
     except QdrantError as exc:
         if exc.status != 404:
             log.warning("could not delete uploaded snapshot %s on Qdrant: %s", name, exc,
@@ -132,7 +133,7 @@ def verify(ctx: Context, job: Job) -> None:
         if shard is None:
             points = ctx.qdrant.count_points(target, exact=True)
         else:
-            shards = ctx.qdrant.collection_cluster_info(target).get("local_shards", [])
+            shards = ctx.qdrant_for(job).collection_cluster_info(target).get("local_shards", [])
             points = next((s.get("points_count") for s in shards if s.get("shard_id") == shard), None)
     except QdrantError as exc:
         if exc.status == 404:

@@ -16,6 +16,11 @@ def shard_not_on_node(collection: str, shard_id: int, node_url: str) -> str:
             "must be taken on the node that holds the shard")
 
 
+def no_shard(collection: str, shard_id: int, shard_ids: list[int]) -> str:
+    return (f"collection {collection!r} has no shard {shard_id} on any Qdrant peer (its shards: "
+            f"{', '.join(map(str, shard_ids)) or 'none'})")
+
+
 def wrong_kind(manifest: Manifest, job_type: str, shard_id: int | None) -> str | None:
     """Why ``manifest``'s backup cannot be restored by a ``job_type`` job (of ``shard_id``); None when it can."""
     if job_type == "shard_restore":

@@ -14,6 +14,7 @@ from typing import Any
 
 from shared.adapters.qdrant import QdrantClient, QdrantError
 from shared.adapters.storage import Storage, StorageError
+from shared.adapters.topology import parse_layout
 from shared.domain import refusals
 from shared.domain.manifest import ManifestError, read_manifest
 from shared.intake.submit import InvalidJobRequest
@@ -46,13 +47,14 @@ class Preflight:
             if shard_id is None:
                 self.qdrant.collection_info(collection)
                 return None
-            local = self.qdrant.collection_cluster_info(collection).get("local_shards", [])
+            layout = parse_layout(collection, self.qdrant.collection_cluster_info(collection))
         except QdrantError as exc:
             if exc.status == 404:
                 raise JobRefused(404, "collection_name", refusals.no_collection(collection, exc.message)) from None
             return f"the collection could not be checked on Qdrant at submission: {exc.message}"
-        if not any(s.get("shard_id") == shard_id for s in local):
-            raise JobRefused(422, "shard_id", refusals.shard_not_on_node(collection, shard_id, self.qdrant.url))
+        # In a cluster the worker talks to whichever peer holds the shard (its replicas are in the layout).
+        if shard_id not in layout.shards:
+            raise JobRefused(422, "shard_id", refusals.no_shard(collection, shard_id, sorted(layout.shards)))
         return None
 
     def _restore(self, job_type: str, collection: str, backup_id: str, shard_id: int | None,

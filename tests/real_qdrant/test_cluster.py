@@ -108,25 +108,32 @@ def test_a_collection_snapshot_from_one_peer_holds_only_that_peers_shards(client
         assert by_shard[shard] <= {"replica_state.json", "shard_config.json"}, (shard, sorted(by_shard[shard]))
 
 
+@pytest.mark.parametrize("where", ["local", "remote"])
 def test_shard_backup_and_restore_on_the_peer_that_holds_the_shard(app, client, jobs, worker, qdrant_cluster,
-                                                                    cluster_docs, engine_config):
+                                                                    cluster_docs, engine_config, where):
     peer = qdrant_cluster.peers[0]
     storage = register_storage(client, "local", engine_config)
     layout = peer.result("GET", f"/collections/{cluster_docs}/cluster")
-    counts = {s["shard_id"]: s["points_count"] for s in layout["local_shards"]}
-    shard = min(counts)
-    not_here = min(set(range(SHARDS)) - set(counts))
+    local = {s["shard_id"] for s in layout["local_shards"]}
+    # A shard the peer QBM talks to does not hold is backed up through a peer that does.
+    shard = min(local) if where == "local" else min(set(range(SHARDS)) - local)
+    counts = {s["shard_id"]: s["points_count"] for p in qdrant_cluster.peers
+              for s in p.result("GET", f"/collections/{cluster_docs}/cluster")["local_shards"]}
 
-    # A shard this peer does not hold cannot be backed up through it: refused at submission, saying so.
     refused = client.post("/api/v1/jobs", json={"type": "shard_backup", "collection_name": cluster_docs,
-                                                "shard_id": not_here})
+                                                "shard_id": SHARDS})
     assert refused.status_code == 422
-    message = refused.get_json()["status"]["error"]
-    assert message.startswith(f"shard_id: shard {not_here} of collection") and "not on the Qdrant node" in message
+    assert refused.get_json()["status"]["error"] == (
+        f"shard_id: collection {cluster_docs!r} has no shard {SHARDS} on any Qdrant peer (its shards: 0, 1, 2, 3, "
+        "4, 5)")
 
     done = run_job(client, jobs, worker, type="shard_backup", collection_name=cluster_docs, shard_id=shard)
     manifest = stored_manifest(app, storage["id"], cluster_docs, done["snapshot_name"])
     assert manifest["points_count"] == counts[shard]
+    holders = {qdrant_cluster.peers[i].url for i in range(3) if shard in {
+        s["shard_id"] for s in qdrant_cluster.peers[i].result("GET", f"/collections/{cluster_docs}/cluster")[
+            "local_shards"]}}
+    assert done["metadata"].get("peer_url", peer.url) in holders
 
     done = run_job(client, jobs, worker, type="shard_restore", collection_name=cluster_docs, shard_id=shard,
                    snapshot_name=done["snapshot_name"])
