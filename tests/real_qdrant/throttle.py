@@ -24,6 +24,10 @@ class ThrottledProxy(TcpProxy):
     def throttle(self, rate: int | None) -> None:
         self.rate = rate
 
+    def bytes_sent(self) -> int:
+        """Bytes Qdrant has sent through the proxy so far, over every connection (while the rate is set)."""
+        return sum(sent for _since, sent in list(self._paced.values()))
+
     def _forwarded(self, src: socket.socket, count: int) -> None:
         try:
             if src.getpeername() != self.target:

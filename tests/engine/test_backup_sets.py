@@ -1,0 +1,174 @@
+"""Backup sets of a distributed collection, against the Qdrant double's 3-peer mode, through the API and a real
+worker process: each shard streamed from one Active replica, the set's manifest written last, nothing left on the
+nodes; restored whole; a replica that fails mid-stream replaced by another; transfers make the set wait."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.domain.manifest import manifest_key, set_digest
+from tests.engine.conftest import make_engine_config, wait_for_job
+from tests.engine.test_roundtrip import post_job, register_storage, sha256_of, storage_backend
+from tests.waiting import wait_until
+
+SHARDS, REPLICAS, POINTS = 6, 2, 600
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def engine_config(redis_url, key_prefix, qdrant_cluster, tmp_path: Path, secret_key):  # noqa: ANN001, ANN201
+    """QBM talks to the first peer and reaches the others through QBM_QDRANT_PEERS (they all share one host)."""
+    peers = tuple((str(pid), url) for pid, url in qdrant_cluster.rest_urls.items())
+    return make_engine_config(redis_url, key_prefix, qdrant_cluster.url, tmp_path, secret_key, qdrant_peers=peers,
+                              set_wait_seconds=20)
+
+
+@pytest.fixture
+def docs(qdrant_cluster) -> str:  # noqa: ANN001
+    qdrant_cluster.create_collection("docs", points=POINTS, size_bytes=3 * MiB, shard_number=SHARDS,
+                                     replication_factor=REPLICAS)
+    return "docs"
+
+
+def _manifest(app, storage_id: str, collection: str, backup_id: str) -> dict:  # noqa: ANN001
+    return json.loads(storage_backend(app, storage_id).read_bytes(manifest_key(collection, backup_id)))
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_a_distributed_collection_is_backed_up_as_a_set_and_restored_whole(
+        request, app, client, jobs, worker, qdrant_cluster, docs, engine_config, kind):  # noqa: ANN001
+    if kind == "local":
+        storage = register_storage(client, "local", engine_config)
+    else:
+        storage = register_storage(client, "s3", engine_config, request.getfixturevalue("s3_server"),
+                                   request.getfixturevalue("s3_bucket"))
+    job = post_job(client, type="backup", collection_name=docs)
+    done = wait_for_job(jobs, job["id"], worker=worker)
+    assert done["status"] == "completed", (done, worker.log()[-3000:])
+    assert done["progress"] == 100 and done["metadata"]["kind"] == "set" and done["metadata"]["shards"] == SHARDS
+
+    manifest = _manifest(app, storage["id"], docs, done["snapshot_name"])
+    assert manifest["kind"] == "set" and manifest["points_count"] == POINTS
+    assert sorted(s["shard_id"] for s in manifest["shards"]) == list(range(SHARDS))
+    backend = storage_backend(app, storage["id"])
+    for shard in manifest["shards"]:
+        assert sha256_of(backend, shard["key"]) == shard["sha256"]
+        # Each shard came from a peer that holds a replica of it.
+        assert shard["peer_id"] in qdrant_cluster.replicas(docs)[shard["shard_id"]]
+    assert manifest["sha256"] == set_digest(manifest["shards"])
+    assert manifest["size"] == sum(s["size"] for s in manifest["shards"])
+    assert len({s["peer_id"] for s in manifest["shards"]}) == 3  # the streams were spread over the peers
+    assert manifest["collection_config"]["params"]["shard_number"] == SHARDS
+    assert qdrant_cluster.snapshot_files_everywhere() == []  # nothing staged or left on any node
+    listed = client.get(f"/api/v1/backups?storage_id={storage['id']}&collection={docs}").get_json()["result"]
+    assert [b["backup_id"] for b in listed["items"]] == [done["snapshot_name"]]
+
+    qdrant_cluster.drop_collection(docs)
+    job = post_job(client, type="restore", collection_name=docs, snapshot_name=done["snapshot_name"])
+    restored = wait_for_job(jobs, job["id"], worker=worker)
+    assert restored["status"] == "completed", (restored, worker.log()[-3000:])
+    assert restored["metadata"]["restored_points"] == POINTS
+    assert qdrant_cluster.points_count(docs) == POINTS
+    assert all(state == "Active" for replicas in qdrant_cluster.replicas(docs).values()
+               for state in replicas.values())
+    assert all(len(replicas) == REPLICAS for replicas in qdrant_cluster.replicas(docs).values())
+    assert qdrant_cluster.snapshot_files_everywhere() == []  # the uploads were removed after recovery
+
+
+def test_a_set_restores_under_a_new_name_with_its_indexes_and_aliases(app, client, jobs, worker, qdrant_cluster,
+                                                                      docs, engine_config):  # noqa: ANN001
+    register_storage(client, "local", engine_config)
+    peer = qdrant_cluster.peers[1]
+    import requests
+
+    requests.put(f"{peer.url}/collections/{docs}/index", params={"wait": "true"},
+                 json={"field_name": "group", "field_schema": "keyword"}, timeout=10).raise_for_status()
+    requests.post(f"{peer.url}/collections/aliases", timeout=10,
+                  json={"actions": [{"create_alias": {"collection_name": docs, "alias_name": "live"}}]}
+                  ).raise_for_status()
+    done = wait_for_job(jobs, post_job(client, type="backup", collection_name=docs)["id"], worker=worker)
+    assert done["status"] == "completed", done
+    job = post_job(client, type="restore", collection_name=docs, snapshot_name=done["snapshot_name"],
+                   metadata={"target_collection": "docs-copy", "restore_aliases": True})
+    restored = wait_for_job(jobs, job["id"], worker=worker)
+    assert restored["status"] == "completed", (restored, worker.log()[-3000:])
+    assert qdrant_cluster.points_count("docs-copy") == POINTS and qdrant_cluster.points_count(docs) == POINTS
+    assert "group" in qdrant_cluster.payload_indexes("docs-copy")
+    assert qdrant_cluster.aliases()["live"] == "docs-copy"
+
+
+def test_a_replica_that_fails_mid_stream_is_replaced_by_another(app, client, jobs, worker, qdrant_cluster, docs,
+                                                                engine_config):  # noqa: ANN001
+    storage = register_storage(client, "local", engine_config)
+    broken = qdrant_cluster.peers[1]
+    broken.faults.cut_after(64 * 1024, times=None)  # every stream from this peer breaks off
+    done = wait_for_job(jobs, post_job(client, type="backup", collection_name=docs)["id"], worker=worker)
+    assert done["status"] == "completed", (done, worker.log()[-3000:])
+    manifest = _manifest(app, storage["id"], docs, done["snapshot_name"])
+    assert broken.peer_id not in {s["peer_id"] for s in manifest["shards"]}
+    assert "trying another replica" in worker.log()
+
+
+def test_a_peer_that_stops_answering_mid_set_is_replaced_by_another(app, client, jobs, worker, qdrant_cluster,
+                                                                    docs, engine_config):  # noqa: ANN001
+    storage = register_storage(client, "local", engine_config)
+    victim = qdrant_cluster.peers[2]
+    victim.faults.throttle(256 * 1024)  # its streams take long enough to be cut by the kill
+    job = post_job(client, type="backup", collection_name=docs)
+    wait_until(lambda: any(r.path.endswith("/snapshot") for r in victim.requests_log), timeout=30,
+               what="a shard stream from the victim peer")
+    qdrant_cluster.kill(victim.peer_id)
+    done = wait_for_job(jobs, job["id"], worker=worker, timeout=120)
+    assert done["status"] == "completed", (done, worker.log()[-3000:])
+    manifest = _manifest(app, storage["id"], docs, done["snapshot_name"])
+    assert victim.peer_id not in {s["peer_id"] for s in manifest["shards"]}
+    assert sorted(s["shard_id"] for s in manifest["shards"]) == list(range(SHARDS))
+
+
+def test_a_set_waits_while_shards_move_and_says_why(client, jobs, worker, qdrant_cluster, docs,
+                                                    engine_config):  # noqa: ANN001
+    register_storage(client, "local", engine_config)
+    qdrant_cluster.start_transfer(docs, 1, qdrant_cluster.peer_ids[1], qdrant_cluster.peer_ids[0])
+    job = post_job(client, type="backup", collection_name=docs)
+    waiting = wait_until(lambda: jobs.get(job["id"]).metadata.get("waiting"), timeout=30,
+                         what="the job to say why it waits")
+    assert "shard transfers in progress (shard 1 from peer" in waiting
+    assert jobs.get(job["id"]).status == "pending"
+    qdrant_cluster.finish_transfers(docs)
+    done = wait_for_job(jobs, job["id"], worker=worker)
+    assert done["status"] == "completed", done
+    assert done["metadata"].get("waiting") is None
+
+
+def test_a_set_that_waited_too_long_fails_with_the_reason(client, jobs, worker, qdrant_cluster, docs,
+                                                          engine_config):  # noqa: ANN001
+    register_storage(client, "local", engine_config)
+    qdrant_cluster.start_transfer(docs, 1, qdrant_cluster.peer_ids[1], qdrant_cluster.peer_ids[0])
+    done = wait_for_job(jobs, post_job(client, type="backup", collection_name=docs)["id"], worker=worker,
+                        timeout=90)
+    assert done["status"] == "failed"
+    assert done["error"].startswith(f"collection {docs!r} has shard transfers in progress (shard 1 from peer")
+    assert "gave up after waiting" in done["error"]
+
+
+def test_a_shard_without_an_active_replica_fails_the_set_naming_it(client, jobs, worker, qdrant_cluster, docs,
+                                                                   engine_config):  # noqa: ANN001
+    storage = register_storage(client, "local", engine_config)
+    for peer_id in qdrant_cluster.replicas(docs)[4]:
+        qdrant_cluster.set_replica_state(docs, 4, peer_id, "Dead")
+    done = wait_for_job(jobs, post_job(client, type="backup", collection_name=docs)["id"], worker=worker)
+    assert done["status"] == "failed"
+    assert done["error"].startswith(f"shard 4 of collection {docs!r} has no Active replica to copy from (peer ")
+    assert client.get(f"/api/v1/backups?storage_id={storage['id']}").get_json()["result"]["items"] == []
+
+
+def test_the_api_shows_every_replica_and_every_peer(client, qdrant_cluster, docs):  # noqa: ANN001
+    layout = client.get(f"/api/v1/collections/{docs}/cluster").get_json()["result"]
+    assert {s["shard_id"]: {r["peer_id"] for r in s["replicas"]} for s in layout["shards"]} == {
+        sid: set(replicas) for sid, replicas in qdrant_cluster.replicas(docs).items()}
+    members = client.get("/api/v1/cluster").get_json()["result"]["members"]
+    assert {m["peer_id"]: (m["rest_url"], m["reachable"]) for m in members} == {
+        pid: (url, True) for pid, url in qdrant_cluster.rest_urls.items()}
