@@ -66,6 +66,17 @@ def qdrant(tmp_path: Path) -> Iterator[object]:
     double.stop()
 
 
+@pytest.fixture
+def qdrant_cluster(tmp_path: Path) -> Iterator[object]:
+    """A started 3-peer DoubleCluster (peers 101, 102, 103); tests/real_qdrant overrides it with real Qdrant."""
+    from tests.qdrant_double import DoubleCluster
+
+    cluster = DoubleCluster(tmp_path / "qdrant-cluster", peers=3)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
 class S3Server:
     def __init__(self, endpoint: str, host: str) -> None:
         self.endpoint = endpoint

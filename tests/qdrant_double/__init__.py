@@ -21,9 +21,13 @@ Public surface (see ``server.QdrantDouble``)::
     double.clock = lambda: datetime(...)  # "now" for snapshot names (1 s resolution, like Qdrant)
     double.api_key = "k"                 # may be changed while running
     double.stop()
+    double.start(port=None)              # a fixed port (a peer revived on its old one)
+
+A distributed Qdrant of several doubles: ``cluster.DoubleCluster`` (its docstring lists its surface).
 """
 
+from tests.qdrant_double.cluster import ClusterLayout, DoubleCluster
 from tests.qdrant_double.faults import Faults
 from tests.qdrant_double.server import QdrantDouble
 
-__all__ = ["Faults", "QdrantDouble"]
+__all__ = ["ClusterLayout", "DoubleCluster", "Faults", "QdrantDouble"]

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -35,21 +35,27 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from tests.qdrant_double import errors
+from tests.qdrant_double.aliases import AliasTable
 from tests.qdrant_double.errors import ApiError
 from tests.qdrant_double.faults import DownloadPlan, FailureRule, Faults
 from tests.qdrant_double.store import Store, default_config, sha256_file
+
+if TYPE_CHECKING:
+    from tests.qdrant_double.cluster import DoubleCluster
 
 log = logging.getLogger(__name__)
 
 QDRANT_COMMIT = "74f3e85b9473c62560006c043e13737ce6b48412"
 PUBLIC_PATHS = ("/", "/healthz", "/livez", "/readyz")
-DOWNLOAD_ENDPOINTS = {"download_snapshot", "download_shard_snapshot"}
+DOWNLOAD_ENDPOINTS = {"download_snapshot", "download_shard_snapshot", "stream_shard_snapshot"}
+PAYLOAD_SCHEMA_TYPES = ("keyword", "integer", "float", "geo", "text", "bool", "datetime", "uuid")
 PRIORITIES = ("no_sync", "snapshot", "replica")
 #: Healthy downloads go out in 1 MiB writes (few Python round trips per GiB); a download with a fault plan
 #: (throttle, cut, stall, corrupt) uses 64 KiB so the fault lands where the test asked for it.
 SEND_CHUNK = 1024 * 1024
 FAULT_CHUNK = 64 * 1024
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_STREAM_PATH = re.compile(r"/collections/[^/]+/shards/\d+/snapshot/?")
 
 _URL_MAP = Map([
     Rule("/", endpoint="root", methods=["GET"]),
@@ -58,6 +64,10 @@ _URL_MAP = Map([
     Rule("/readyz", endpoint="readyz", methods=["GET"]),
     Rule("/cluster", endpoint="cluster", methods=["GET"]),
     Rule("/collections", endpoint="list_collections", methods=["GET"]),
+    Rule("/aliases", endpoint="list_aliases", methods=["GET"]),
+    Rule("/collections/aliases", endpoint="update_aliases", methods=["POST"]),
+    Rule("/collections/<name>/aliases", endpoint="collection_aliases", methods=["GET"]),
+    Rule("/collections/<name>/index", endpoint="create_payload_index", methods=["PUT"]),
     Rule("/collections/<name>", endpoint="get_collection", methods=["GET"]),
     Rule("/collections/<name>", endpoint="create_collection", methods=["PUT"]),
     Rule("/collections/<name>", endpoint="delete_collection", methods=["DELETE"]),
@@ -70,6 +80,7 @@ _URL_MAP = Map([
     Rule("/collections/<name>/snapshots/recover", endpoint="recover_snapshot", methods=["PUT"]),
     Rule("/collections/<name>/snapshots/<snapshot>", endpoint="download_snapshot", methods=["GET"]),
     Rule("/collections/<name>/snapshots/<snapshot>", endpoint="delete_snapshot", methods=["DELETE"]),
+    Rule("/collections/<name>/shards/<int:shard>/snapshot", endpoint="stream_shard_snapshot", methods=["GET"]),
     Rule("/collections/<name>/shards/<int:shard>/snapshots", endpoint="list_shard_snapshots",
          methods=["GET"]),
     Rule("/collections/<name>/shards/<int:shard>/snapshots", endpoint="create_shard_snapshot",
@@ -153,6 +164,12 @@ class QdrantDouble:
         self.remote_shards: dict[str, list[dict[str, Any]]] = {}
         self.url = ""
         self._cluster: dict[str, Any] | None = None
+        #: The DoubleCluster this node is a peer of (set by it): the cluster answers for layout and totals.
+        self.cluster: DoubleCluster | None = None
+        #: Collection aliases (a DoubleCluster shares one table between its peers).
+        self.alias_table = AliasTable()
+        #: The port served on (kept after stop() so a restart can use it again).
+        self.port: int | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._tasks: set[threading.Thread] = set()
@@ -161,13 +178,15 @@ class QdrantDouble:
 
     # ----- lifecycle ------------------------------------------------------------------------------------
 
-    def start(self) -> str:
-        """Serve on a free 127.0.0.1 port in a background thread; returns the base URL."""
+    def start(self, port: int | None = None) -> str:
+        """Serve on 127.0.0.1 in a background thread, on ``port`` (default: a free one); returns the base URL."""
         if self._server is not None:
             return self.url
         self._stopping.clear()
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._server = make_server("127.0.0.1", port or 0, self._wsgi, threaded=True,
+                                   request_handler=_QuietHandler)
+        self.port = self._server.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
         # A short poll interval keeps stop() (server.shutdown) fast; tests start and stop many doubles.
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="qdrant-double", daemon=True)
@@ -212,6 +231,7 @@ class QdrantDouble:
 
     def drop_collection(self, name: str) -> None:
         self.store.drop(name)
+        self.alias_table.drop_collection(name)
 
     def collection_exists(self, name: str) -> bool:
         return self.store.exists(name)
@@ -344,8 +364,11 @@ class QdrantDouble:
             return None
         read_only = self.read_only_api_key
         if read_only is not None and hmac.compare_digest(supplied.encode(), read_only.encode()):
-            if request.method == "GET" or request.path.endswith("/points/count"):
+            streamed = request.method == "GET" and _STREAM_PATH.fullmatch(path) is not None
+            if (request.method == "GET" and not streamed) or request.path.endswith("/points/count"):
                 return None
+            if streamed:  # a download endpoint: its errors are plain text
+                return Response("Forbidden: Global manage access is required", status=403, mimetype="text/plain")
             # What Qdrant 1.18 answers a read-only key for a snapshot create, delete, upload or recover.
             return _json_response(403, {"status": {"error": "Forbidden: Global manage access is required"},
                                         "time": 0.0})
@@ -470,6 +493,8 @@ class QdrantDouble:
         return Response("all shards are ready", mimetype="text/plain")
 
     def _h_cluster(self, request: Request, started: float) -> Response:
+        if self.cluster is not None:
+            return self._ok(self.cluster.cluster_status(self.peer_id), started)
         with self._lock:
             cluster = self._cluster
         if cluster is None:
@@ -494,7 +519,11 @@ class QdrantDouble:
 
     def _h_get_collection(self, request: Request, started: float, name: str) -> Response:
         self.store.require(name)
-        return self._ok(self.store.collection_info(name), started)
+        return self._ok(self.store.collection_info(name, self._total_points(name)), started)
+
+    def _total_points(self, name: str) -> int | None:
+        """A cluster peer answers counts for the whole collection (None: this node holds every shard)."""
+        return self.cluster.points_count(name) if self.cluster is not None else None
 
     def _h_count_points(self, request: Request, started: float, name: str) -> Response:
         """``POST /collections/{name}/points/count``: exact only when asked (``exact`` defaults to true in
@@ -506,7 +535,8 @@ class QdrantDouble:
         if not isinstance(exact, bool):
             raise ApiError(400, "Json deserialize error: exact: invalid type, expected a boolean")
         self.store.require(name)
-        count = self.store.points_count(name)
+        total = self._total_points(name)
+        count = self.store.points_count(name) if total is None else total
         return self._ok({"count": count if exact else count + self.store.count_drift.get(name, 0)}, started)
 
     def _h_collection_exists(self, request: Request, started: float, name: str) -> Response:
@@ -515,7 +545,8 @@ class QdrantDouble:
     def _h_create_collection(self, request: Request, started: float, name: str) -> Response:
         body = self._json_body(request) if request.content_length or request.mimetype else {}
         vectors = body.get("vectors") or {}
-        shard_number = body.get("shard_number") or 1
+        # Qdrant's default shard number is the number of peers (1 on a single node).
+        shard_number = body.get("shard_number") or (len(self.cluster.peer_ids) if self.cluster else 1)
         replication_factor = body.get("replication_factor") or 1
         if not isinstance(shard_number, int) or shard_number < 1 or not isinstance(replication_factor, int):
             raise _zero_time(errors.validation_error("JSON body", "shard_number: value must be >= 1"))
@@ -525,14 +556,60 @@ class QdrantDouble:
                              ("wal_config", "wal_config")):
             if isinstance(body.get(theirs), dict):
                 config[ours].update(body[theirs])
-        self.store.create(name, config=config)
+        if isinstance(body.get("quantization_config"), dict):
+            config["quantization_config"] = body["quantization_config"]
+        for key in ("on_disk_payload", "sharding_method", "sparse_vectors"):
+            if body.get(key) is not None:
+                config["params"][key] = body[key]
+        if self.cluster is not None:
+            self.cluster.create_from_config(name, config)
+        else:
+            self.store.create(name, config=config)
         return self._ok(True, started)
 
     def _h_delete_collection(self, request: Request, started: float, name: str) -> Response:
-        return self._ok(self.store.drop(name), started)
+        if self.cluster is not None:
+            return self._ok(self.cluster.drop_collection(name), started)
+        dropped = self.store.drop(name)
+        self.alias_table.drop_collection(name)
+        return self._ok(dropped, started)
+
+    # ----- payload indexes and aliases ----------------------------------------------------------------
+
+    def _h_create_payload_index(self, request: Request, started: float, name: str) -> Response:
+        wait = self._wait(request)
+        body = self._json_body(request)
+        field_name = body.get("field_name")
+        if not isinstance(field_name, str):
+            raise _zero_time(errors.deserialize_error("Json", "missing field `field_name`"))
+        schema = body.get("field_schema")
+        kind = schema.get("type") if isinstance(schema, dict) else schema
+        if kind not in PAYLOAD_SCHEMA_TYPES:
+            raise _zero_time(errors.deserialize_error(
+                "Json", "field_schema: data did not match any variant of untagged enum PayloadFieldSchema"))
+        self.store.require(name)
+        stores = self.cluster.stores() if self.cluster is not None else [self.store]
+        for store in stores:
+            store.create_payload_index(name, field_name, schema)
+        operation = int(time.time() * 1000) % 1_000_000
+        return self._ok({"operation_id": operation, "status": "completed" if wait else "acknowledged"}, started)
+
+    def _h_list_aliases(self, request: Request, started: float) -> Response:
+        return self._ok(self.alias_table.listing(), started)
+
+    def _h_collection_aliases(self, request: Request, started: float, name: str) -> Response:
+        self.store.require(name)
+        return self._ok(self.alias_table.listing(name), started)
+
+    def _h_update_aliases(self, request: Request, started: float) -> Response:
+        body = self._json_body(request)
+        self.alias_table.apply(body.get("actions"), self.store.exists)
+        return self._ok(True, started)
 
     def _h_collection_cluster(self, request: Request, started: float, name: str) -> Response:
         self.store.require(name)
+        if self.cluster is not None:
+            return self._ok(self.cluster.collection_view(self.peer_id, name), started)
         shard_ids = self.store.shard_ids(name)
         return self._ok({
             "peer_id": self.peer_id,
@@ -601,9 +678,14 @@ class QdrantDouble:
     # ----- shard snapshots (S1-S4, S6, S7) -----------------------------------------------------------------
 
     def _require_shard(self, name: str, shard: int) -> None:
-        self.store.require(name)
-        if not self.store.shard_exists(name, shard):
-            raise errors.shard_not_found(shard)
+        """The shard exists (404) and this node holds a replica of it (400, as Qdrant)."""
+        self.store.require_local_shard(name, shard)
+
+    def _recover_local_shard(self, name: str, shard: int, archive: Path) -> None:
+        """Replace this node's replica; in a cluster the other replicas then resync from it."""
+        self.store.recover_shard(name, shard, archive)
+        if self.cluster is not None:
+            self.cluster.replica_recovered(self.peer_id, name, shard)
 
     def _h_list_shard_snapshots(self, request: Request, started: float, name: str, shard: int) -> Response:
         self._require_shard(name, shard)
@@ -631,6 +713,21 @@ class QdrantDouble:
         path = self.store.resolve_snapshot(self.store.snapshot_dir(name, shard), snapshot)
         return self._file_response(request, path)
 
+    def _h_stream_shard_snapshot(self, request: Request, started: float, name: str, shard: int) -> Response:
+        """Qdrant's streamed shard snapshot: built on the fly, chunked (no Content-Length, no checksum), nothing
+        left in snapshots_path. The double builds it in its temp dir and unlinks it once open: nothing stays."""
+        snapshot_name, archive = self.store.build_shard_archive(name, shard)
+        try:
+            fileobj = open(archive, "rb")
+        finally:
+            archive.unlink(missing_ok=True)  # the open file is read to its end all the same (POSIX)
+        plan = self.faults.plan_download()
+        body = self._stream(fileobj, plan, request.environ.get("werkzeug.socket"))
+        response = Response(body, status=200, mimetype="application/octet-stream", direct_passthrough=True)
+        response.call_on_close(fileobj.close)  # also when the body is never read (HEAD)
+        response.headers["Content-Disposition"] = f'attachment; filename="{snapshot_name}"'
+        return response
+
     def _h_recover_shard_snapshot(self, request: Request, started: float, name: str, shard: int) -> Response:
         wait = self._wait(request)
         location, checksum, api_key = self._recover_body(request)
@@ -655,7 +752,7 @@ class QdrantDouble:
                     if not _hashes_equal(computed, checksum):
                         raise ApiError(400, f"Checksum mismatch: expected {computed}, actual {checksum}")
                 self._require_shard(name, shard)
-                self.store.recover_shard(name, shard, private)
+                self._recover_local_shard(name, shard, private)
             finally:
                 private.unlink(missing_ok=True)
             return True
@@ -702,14 +799,14 @@ class QdrantDouble:
             path, digest = self._fetch(location, api_key)
             try:
                 _check_checksum(checksum, digest)
-                self.store.recover_shard(name, shard, path)
+                self._recover_local_shard(name, shard, path)
             finally:
                 path.unlink(missing_ok=True)
         elif scheme == "":
             path = self.store.resolve_snapshot(self.store.snapshot_dir(name, shard), location)
             if checksum is not None:
                 _check_checksum(checksum, sha256_file(path))
-            self.store.recover_shard(name, shard, path)
+            self._recover_local_shard(name, shard, path)
         else:
             raise errors.bad_request(f"Invalid shard snapshot location `{location}`: expected an http(s) URL "
                                      "or a snapshot file name")
@@ -762,11 +859,12 @@ class QdrantDouble:
         response.headers["Content-Disposition"] = f'attachment; filename="{path.name}"'
         return response
 
-    def _stream(self, path: Path, plan: DownloadPlan, sock: socket.socket | None) -> Iterator[bytes]:
+    def _stream(self, source: Path | IO[bytes], plan: DownloadPlan, sock: socket.socket | None) -> Iterator[bytes]:
         sent = 0
         stalled = False
         began = time.monotonic()
-        fileobj = open(path, "rb")  # opened here, not in _file_response, so a HEAD request opens nothing
+        # A path is opened here, not in _file_response, so a HEAD request opens nothing.
+        fileobj = open(source, "rb") if isinstance(source, Path) else source
         healthy = plan == DownloadPlan()
         try:
             while True:

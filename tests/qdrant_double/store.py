@@ -14,6 +14,8 @@ lists what differs from the real one)::
     payload_index.json              {field: schema} of the payload indexes
     shard_key_mapping.json          (collections with custom sharding only)
     <shard_id>/replica_state.json   {"is_local": true, "this_peer_id": P, "peers": {P: "Active"}}
+                                    (a peer of a DoubleCluster: every peer holding a replica, and a shard
+                                    held only by other peers has just this file and shard_config.json)
     <shard_id>/shard_config.json    {"type": "ReplicaSet"}
     <shard_id>/newest_clocks.json, oldest_clocks.json
     <shard_id>/wal/                 the shard's WAL (a snapshot of one shard has an empty one)
@@ -182,32 +184,99 @@ class Store:
 
     def create(self, name: str, *, config: dict[str, Any], points: int = 0, size_bytes: int = 0) -> None:
         """Create a collection directory with ``points`` points and ``size_bytes`` of data over its shards."""
-        shard_number = int(config["params"]["shard_number"])
         with self.locked(name):
             if self.exists(name):
                 raise errors.wrong_input(f"Collection `{name}` already exists!")
-            staging = self._tmp_path(f"create-{name}")
-            staging.mkdir(parents=True)
+            staging = self.build_tree(f"create-{name}", config=config, points=points, size_bytes=size_bytes)
             try:
-                seed = os.urandom(BLOCK)
-                sizes = _split(size_bytes, shard_number)
-                counts = _split(points, shard_number)
-                for shard_id in range(shard_number):
-                    self._write_shard(staging / str(shard_id), counts[shard_id], sizes[shard_id],
-                                      seed, shard_id << 40)
-                (staging / "payload_index.json").write_text("{}")
-                (staging / "version.info").write_text(FORMAT_VERSION)
-                (staging / "config.json").write_text(json.dumps(config))
-                if config["params"].get("sharding_method") == "custom":
-                    (staging / "shard_key_mapping.json").write_text("{}")
-                target = self.collection_dir(name)
-                if target.exists():  # leftovers of a half-deleted collection
-                    shutil.rmtree(target)
-                os.replace(staging, target)
+                self._move_into_place(name, staging)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-            # Real Qdrant creates the collection's snapshot directory with the collection.
-            self.snapshot_dir(name).mkdir(parents=True, exist_ok=True)
+
+    def build_tree(self, prefix: str, *, config: dict[str, Any], points: int, size_bytes: int) -> Path:
+        """A complete collection directory (every shard with data) in the temp dir; the caller moves or removes
+        it."""
+        shard_number = int(config["params"]["shard_number"])
+        staging = self._tmp_path(prefix)
+        staging.mkdir(parents=True)
+        try:
+            seed = os.urandom(BLOCK)
+            sizes = _split(size_bytes, shard_number)
+            counts = _split(points, shard_number)
+            for shard_id in range(shard_number):
+                self._write_shard(staging / str(shard_id), counts[shard_id], sizes[shard_id],
+                                  seed, shard_id << 40)
+            (staging / "payload_index.json").write_text("{}")
+            (staging / "version.info").write_text(FORMAT_VERSION)
+            (staging / "config.json").write_text(json.dumps(config))
+            if config["params"].get("sharding_method") == "custom":
+                (staging / "shard_key_mapping.json").write_text("{}")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return staging
+
+    def _move_into_place(self, name: str, staging: Path) -> None:
+        target = self.collection_dir(name)
+        if target.exists():  # leftovers of a half-deleted collection
+            shutil.rmtree(target)
+        os.replace(staging, target)
+        # Real Qdrant creates the collection's snapshot directory with the collection.
+        self.snapshot_dir(name).mkdir(parents=True, exist_ok=True)
+
+    def install(self, name: str, tree: Path, *, replicas: dict[int, dict[int, str]]) -> None:
+        """Create collection ``name`` as one peer of a cluster from a complete collection directory ``tree``
+        (left in place): the shards this peer holds a replica of (``replicas``: shard id -> {peer id: state})
+        keep their data, the others become what real Qdrant keeps for a remote shard (replica_state.json and
+        shard_config.json only)."""
+        with self.locked(name):
+            if self.exists(name):
+                raise errors.wrong_input(f"Collection `{name}` already exists!")
+            staging = self._tmp_path(f"install-{name}")
+            try:
+                shutil.copytree(tree, staging)
+                for shard_id, peers in replicas.items():
+                    shard_dir = staging / str(shard_id)
+                    if self.peer_id not in peers:
+                        shutil.rmtree(shard_dir)
+                        shard_dir.mkdir()
+                        (shard_dir / "shard_config.json").write_text(json.dumps({"type": "ReplicaSet"}))
+                    self._write_replica_state(shard_dir, peers)
+                self._move_into_place(name, staging)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _write_replica_state(self, shard_dir: Path, peers: dict[int, str]) -> None:
+        (shard_dir / "replica_state.json").write_text(json.dumps(
+            {"is_local": self.peer_id in peers, "this_peer_id": self.peer_id,
+             "peers": {str(peer): state for peer, state in peers.items()}}))
+
+    def install_shard(self, name: str, shard_id: int, source: Store, peers: dict[int, str]) -> None:
+        """Make this peer's replica of ``shard_id`` a copy of ``source``'s (a resync or a transfer)."""
+        staging = self._tmp_path(f"replica-{name}-{shard_id}")
+        try:
+            with source.locked(name):
+                source.require_local_shard(name, shard_id)
+                shutil.copytree(source.collection_dir(name) / str(shard_id), staging)
+            self._write_replica_state(staging, peers)
+            with self.locked(name):
+                self.require(name)
+                self._swap_in(staging, self.collection_dir(name) / str(shard_id))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def remove_shard_data(self, name: str, shard_id: int, peers: dict[int, str]) -> None:
+        """This peer no longer holds a replica of ``shard_id`` (it moved away): keep only the remote stub."""
+        staging = self._tmp_path(f"stub-{name}-{shard_id}")
+        staging.mkdir(parents=True)
+        try:
+            (staging / "shard_config.json").write_text(json.dumps({"type": "ReplicaSet"}))
+            self._write_replica_state(staging, peers)
+            with self.locked(name):
+                self.require(name)
+                self._swap_in(staging, self.collection_dir(name) / str(shard_id))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def _write_shard(self, shard_dir: Path, points: int, size: int, seed: bytes, counter_base: int) -> None:
         segment = shard_dir / "segments" / str(uuid.uuid4())
@@ -251,6 +320,34 @@ class Store:
     def shard_exists(self, name: str, shard_id: int) -> bool:
         return (self.collection_dir(name) / str(shard_id) / "shard_config.json").is_file()
 
+    def is_local_shard(self, name: str, shard_id: int) -> bool:
+        """Does this node hold a replica of the shard (always, on a single node)?"""
+        return (self.collection_dir(name) / str(shard_id) / "segments").is_dir()
+
+    def require_local_shard(self, name: str, shard_id: int) -> None:
+        """404 for a shard the collection does not have, 400 for one only other peers hold (Qdrant's words)."""
+        self.require(name)
+        if not self.shard_exists(name, shard_id):
+            raise errors.shard_not_found(shard_id)
+        if not self.is_local_shard(name, shard_id):
+            raise errors.bad_request(f"Shard {shard_id} is not a local or queue proxy shard")
+
+    def payload_indexes(self, name: str) -> dict[str, Any]:
+        """{field: schema as given to ``PUT /collections/{c}/index``}, from payload_index.json."""
+        try:
+            return dict(json.loads((self.collection_dir(name) / "payload_index.json").read_text()))
+        except FileNotFoundError:
+            raise errors.collection_not_found(name) from None
+
+    def create_payload_index(self, name: str, field_name: str, schema: Any) -> None:
+        with self.locked(name):
+            indexes = self.payload_indexes(name)
+            indexes[field_name] = schema
+            target = self.collection_dir(name) / "payload_index.json"
+            tmp = target.with_suffix(".tmp")
+            tmp.write_text(json.dumps(indexes))
+            os.replace(tmp, target)
+
     def shard_points(self, name: str, shard_id: int) -> int:
         return _shard_points(self.collection_dir(name) / str(shard_id))
 
@@ -269,9 +366,12 @@ class Store:
             else:
                 self._states[(name, shard_id)] = state
 
-    def collection_info(self, name: str) -> dict[str, Any]:
+    def collection_info(self, name: str, exact_points: int | None = None) -> dict[str, Any]:
+        """Collection info; ``exact_points`` is the collection's total when this node does not hold every shard
+        (a cluster peer answers for the whole collection)."""
         config = self.config(name)
-        points = self.points_count(name) + self.count_drift.get(name, 0)
+        exact = self.points_count(name) if exact_points is None else exact_points
+        points = exact + self.count_drift.get(name, 0)
         threshold = config["optimizer_config"].get("indexing_threshold") or 10000
         return {
             "status": "green",
@@ -281,7 +381,8 @@ class Store:
             "points_count": points,
             "segments_count": len(self.shard_ids(name)),
             "config": copy.deepcopy(config),
-            "payload_schema": {},
+            "payload_schema": {field: _payload_index_info(schema, exact)
+                               for field, schema in self.payload_indexes(name).items()},
             "update_queue": {"length": 0},
         }
 
@@ -346,14 +447,18 @@ class Store:
         return self._store_file(archive, self.snapshot_dir(name) / snapshot_name)
 
     def create_shard_snapshot(self, name: str, shard_id: int) -> dict[str, Any]:
+        snapshot_name, archive = self.build_shard_archive(name, shard_id)
+        return self._store_file(archive, self.snapshot_dir(name, shard_id) / snapshot_name)
+
+    def build_shard_archive(self, name: str, shard_id: int) -> tuple[str, Path]:
+        """A shard snapshot of a local shard built in the temp dir (outside snapshots_path): (its Qdrant name,
+        its path). The caller moves or removes it."""
         with self.locked(name):
-            self.require(name)
-            if not self.shard_exists(name, shard_id):
-                raise errors.shard_not_found(shard_id)
+            self.require_local_shard(name, shard_id)
             snapshot_name = f"{name}-shard-{shard_id}-{self._timestamp()}.snapshot"
             archive = self._tmp_path(f"snapshot-{name}-{shard_id}")
             self._build_snapshot(self.collection_dir(name) / str(shard_id), archive, with_wal=False)
-        return self._store_file(archive, self.snapshot_dir(name, shard_id) / snapshot_name)
+        return snapshot_name, archive
 
     def _store_file(self, source: Path, target: Path) -> dict[str, Any]:
         """Move a finished archive into place the way Qdrant does (``store_file`` in its snapshots manager):
@@ -381,6 +486,8 @@ class Store:
                 [d for d in source.iterdir() if d.is_dir() and d.name.isdigit()]
             _copy_tree_without_segments(source, staging)
             for shard in shards:
+                if not (shard / "segments").is_dir():  # a shard only other peers hold: its stub as it is
+                    continue
                 target = staging / shard.relative_to(source)
                 for segment in sorted((shard / "segments").iterdir()):
                     nested = target / "segments" / f"{segment.name}.tar"
@@ -434,17 +541,13 @@ class Store:
 
     def recover_shard(self, name: str, shard_id: int, archive: Path) -> None:
         """Replace one shard's data from a shard snapshot archive (the shard must already exist)."""
-        self.require(name)
-        if not self.shard_exists(name, shard_id):
-            raise errors.shard_not_found(shard_id)
+        self.require_local_shard(name, shard_id)
         staging = self._tmp_path(f"recover-{name}-{shard_id}")
         try:
             _unpack(archive, staging)
             _validate_shard_tree(staging, "shard snapshot")
             with self.locked(name):
-                self.require(name)
-                if not self.shard_exists(name, shard_id):
-                    raise errors.shard_not_found(shard_id)
+                self.require_local_shard(name, shard_id)
                 self.set_shard_state(name, shard_id, "ManualRecovery")
                 try:
                     self._swap_in(staging, self.collection_dir(name) / str(shard_id))
@@ -515,6 +618,13 @@ def _validate_shard_tree(shard_dir: Path, what: str) -> None:
         # bytes without noticing, so only a checksum sent with the recovery protects a restore.
         if points < 0 or actual_size != expected_size or not expected_sha:
             raise errors.wrong_input(f"Snapshot is corrupted: {what} segment data does not match its manifest")
+
+
+def _payload_index_info(schema: Any, points: int) -> dict[str, Any]:
+    """PayloadIndexInfo as collection info shows it: the type, its parameters when given as an object."""
+    if isinstance(schema, dict):
+        return {"data_type": schema.get("type"), "params": schema, "points": points}
+    return {"data_type": schema, "points": points}
 
 
 def _shard_points(shard_dir: Path) -> int:

@@ -1,0 +1,423 @@
+"""A distributed Qdrant made of Qdrant doubles: N peers, each its own HTTP server, port, store and snapshots dir,
+sharing one layout (which peer holds a replica of which shard, in which state; shard transfers; resharding).
+
+Public surface (QBM's cluster-aware backup sets are tested against exactly these names)::
+
+    cluster = DoubleCluster(root, peers=3, api_key=None, version="1.18.3")
+    cluster.start() / cluster.stop() / with DoubleCluster(...) as cluster:
+    cluster.peers, cluster.peer_ids (101, 102, ...), cluster.rest_urls, cluster.p2p_uris, cluster.url
+    cluster.peer(peer_id) -> QdrantDouble
+    cluster.create_collection(name, points=1000, size_bytes=256 * 1024, shard_number=6, replication_factor=2)
+    cluster.replicas(name) -> {shard id: {peer id: state}}
+    cluster.set_replica_state(name, shard_id, peer_id, state)
+    cluster.start_transfer(name, shard_id, from_peer, to_peer) / cluster.finish_transfers(name)
+    cluster.start_resharding(name) / cluster.finish_resharding(name)
+    cluster.kill(peer_id) / cluster.revive(peer_id)
+    cluster.points_count(name), cluster.shard_points(name, shard_id)
+    cluster.drop_collection(name), cluster.collection_exists(name)
+    cluster.aliases(), cluster.payload_indexes(name)
+    cluster.snapshot_files_everywhere()
+    cluster.resync_gate                  # clear it to hold replica resyncs (replicas stay Dead/Partial)
+    cluster.wait_for_resync(timeout)     # True when no resync is running
+
+Placement is Qdrant's round robin: the replicas of shard ``s`` live on peers ``[(s + r) % n for r in range(rf)]``
+(indexes into ``peer_ids``), and every replica of a shard holds the same data. What a peer answers over HTTP is in
+server.py (it asks this object for the layout and for counts over the whole collection).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.qdrant_double import errors
+from tests.qdrant_double.aliases import AliasTable
+from tests.qdrant_double.server import QdrantDouble
+from tests.qdrant_double.store import Store, default_config
+
+log = logging.getLogger(__name__)
+
+FIRST_PEER_ID = 101
+
+
+class ClusterLayout:
+    """Which peer holds a replica of which shard, and in which state, per collection; plus shard transfers and
+    resharding operations. Thread-safe: peers read it from their request threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.replicas: dict[str, dict[int, dict[int, str]]] = {}
+        self.transfers: dict[str, list[dict[str, Any]]] = {}
+        self.resharding: dict[str, list[dict[str, Any]]] = {}
+
+    def place(self, name: str, placement: dict[int, dict[int, str]]) -> None:
+        with self.lock:
+            self.replicas[name] = placement
+            self.transfers[name] = []
+            self.resharding[name] = []
+
+    def forget(self, name: str) -> None:
+        with self.lock:
+            for table in (self.replicas, self.transfers, self.resharding):
+                table.pop(name, None)
+
+    def shards(self, name: str) -> dict[int, dict[int, str]]:
+        """A copy: shard id -> {peer id: state}."""
+        with self.lock:
+            if name not in self.replicas:
+                raise errors.collection_not_found(name)
+            return {shard: dict(peers) for shard, peers in self.replicas[name].items()}
+
+    def set_state(self, name: str, shard_id: int, peer_id: int, state: str) -> None:
+        with self.lock:
+            peers = self.shards(name).get(shard_id)
+            if peers is None or peer_id not in peers:
+                raise ValueError(f"peer {peer_id} holds no replica of shard {shard_id} of {name!r}")
+            self.replicas[name][shard_id][peer_id] = state
+
+
+class DoubleCluster:
+    """N Qdrant doubles acting as one distributed Qdrant (see the module docstring)."""
+
+    def __init__(self, root: Path, peers: int = 3, *, api_key: str | None = None,
+                 version: str = "1.18.3") -> None:
+        if peers < 1:
+            raise ValueError("a cluster needs at least one peer")
+        self.root = Path(root)
+        self.layout = ClusterLayout()
+        self.alias_table = AliasTable()
+        self.peer_ids: list[int] = [FIRST_PEER_ID + i for i in range(peers)]
+        self.peers: list[QdrantDouble] = []
+        for peer_id in self.peer_ids:
+            double = QdrantDouble(self.root / f"peer-{peer_id}", api_key=api_key, peer_id=peer_id, version=version)
+            double.cluster = self
+            double.alias_table = self.alias_table
+            self.peers.append(double)
+        self.p2p_uris: dict[int, str] = {}
+        self.rest_urls: dict[int, str] = {}
+        self.killed: set[int] = set()
+        self.term = 1
+        self.commit = 10
+        #: Set: replica resyncs run at once. Clear it to hold them (the replicas stay Dead, then Partial).
+        self.resync_gate = threading.Event()
+        self.resync_gate.set()
+        self._resyncs: set[threading.Thread] = set()
+        self._stale: set[tuple[str, int, int]] = set()  # (collection, shard, peer) to resync when it is back
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    # ----- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> DoubleCluster:
+        self._stopping.clear()
+        for double in self.peers:
+            double.start(double.port)
+            self.rest_urls[double.peer_id] = double.url
+            if double.peer_id not in self.p2p_uris:
+                self.p2p_uris[double.peer_id] = f"http://127.0.0.1:{_unused_port()}/"
+        self.killed.clear()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.resync_gate.set()
+        self.wait_for_resync(timeout=30)
+        for double in self.peers:
+            double.stop()
+
+    def __enter__(self) -> DoubleCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return self.peers[0].url
+
+    def peer(self, peer_id: int) -> QdrantDouble:
+        for double in self.peers:
+            if double.peer_id == peer_id:
+                return double
+        raise KeyError(f"no peer {peer_id} in this cluster (peers: {self.peer_ids})")
+
+    def stores(self) -> list[Store]:
+        return [double.store for double in self.peers]
+
+    def kill(self, peer_id: int) -> None:
+        """Stop the peer's server (connections refused) and mark its replicas Dead."""
+        double = self.peer(peer_id)
+        with self.layout.lock:
+            self.killed.add(peer_id)
+            self.term += 1
+            for shards in self.layout.replicas.values():
+                for peers in shards.values():
+                    if peer_id in peers:
+                        peers[peer_id] = "Dead"
+        double.stop()
+
+    def revive(self, peer_id: int) -> None:
+        """Serve the peer again on the same port; its replicas are Active again, those recovered elsewhere while
+        it was down first get the recovered data."""
+        double = self.peer(peer_id)
+        double.start(double.port)
+        with self.layout.lock:
+            self.killed.discard(peer_id)
+            self.term += 1
+            stale = {(n, s) for (n, s, p) in self._stale if p == peer_id}
+            self._stale = {entry for entry in self._stale if entry[2] != peer_id}
+            for name, shards in self.layout.replicas.items():
+                for shard_id, peers in shards.items():
+                    if peer_id in peers:
+                        if (name, shard_id) in stale:
+                            self._copy_replica(name, shard_id, peer_id)
+                        peers[peer_id] = "Active"
+
+    # ----- collections --------------------------------------------------------------------------------
+
+    def create_collection(self, name: str, *, points: int = 1000, size_bytes: int = 256 * 1024,
+                          shard_number: int = 6, replication_factor: int = 2, vector_size: int = 4) -> None:
+        """Create a collection on every peer: ``points`` points and ``size_bytes`` of data over its shards."""
+        config = default_config({"size": vector_size, "distance": "Cosine"}, shard_number, replication_factor)
+        self.create_from_config(name, config, points=points, size_bytes=size_bytes)
+
+    def create_from_config(self, name: str, config: dict[str, Any], *, points: int = 0,
+                           size_bytes: int = 0) -> None:
+        """What ``PUT /collections/{name}`` on any peer does: the collection on every peer, replicas placed."""
+        shard_number = int(config["params"]["shard_number"])
+        replication_factor = min(int(config["params"].get("replication_factor") or 1), len(self.peer_ids))
+        with self.layout.lock:
+            if name in self.layout.replicas or self.collection_exists(name):
+                raise errors.wrong_input(f"Collection `{name}` already exists!")
+            placement = {
+                shard: {self.peer_ids[(shard + r) % len(self.peer_ids)]: "Active" for r in range(replication_factor)}
+                for shard in range(shard_number)}
+            for peers in placement.values():
+                for peer_id in peers:
+                    if peer_id in self.killed:
+                        peers[peer_id] = "Dead"
+            tree = self.peers[0].store.build_tree(f"cluster-{name}", config=config, points=points,
+                                                  size_bytes=size_bytes)
+            try:
+                for double in self.peers:
+                    double.store.install(name, tree, replicas=placement)
+            finally:
+                _remove_tree(tree)
+            self.layout.place(name, placement)
+            self.commit += 1
+
+    def drop_collection(self, name: str) -> bool:
+        """What ``DELETE /collections/{name}`` on any peer does: gone from every peer, with its aliases."""
+        with self.layout.lock:
+            dropped = [double.store.drop(name) for double in self.peers]
+            self.layout.forget(name)
+            self._stale = {entry for entry in self._stale if entry[0] != name}
+            self.commit += 1
+        self.alias_table.drop_collection(name)
+        return any(dropped)
+
+    def collection_exists(self, name: str) -> bool:
+        return any(double.store.exists(name) for double in self.peers)
+
+    def aliases(self) -> dict[str, str]:
+        return self.alias_table.snapshot()
+
+    def payload_indexes(self, name: str) -> dict[str, Any]:
+        return self.peers[0].store.payload_indexes(name)
+
+    # ----- layout ---------------------------------------------------------------------------------------
+
+    def replicas(self, name: str) -> dict[int, dict[int, str]]:
+        return self.layout.shards(name)
+
+    def set_replica_state(self, name: str, shard_id: int, peer_id: int, state: str) -> None:
+        self.layout.set_state(name, shard_id, peer_id, state)
+
+    def start_transfer(self, name: str, shard_id: int, from_peer: int, to_peer: int) -> None:
+        """A shard move (``stream_records``) from ``from_peer`` to ``to_peer``: shown in every peer's layout;
+        the receiving replica is Partial until ``finish_transfers``."""
+        with self.layout.lock:
+            peers = self.layout.shards(name)[shard_id]
+            if from_peer not in peers or to_peer in peers:
+                raise ValueError(f"shard {shard_id} of {name!r} cannot move from {from_peer} to {to_peer}: "
+                                 f"its replicas are on {sorted(peers)}")
+            self.layout.replicas[name][shard_id][to_peer] = "Partial"
+            self._copy_replica(name, shard_id, to_peer, source=from_peer)
+            self.layout.transfers[name].append({"shard_id": shard_id, "from": from_peer, "to": to_peer,
+                                                "sync": False, "method": "stream_records"})
+
+    def finish_transfers(self, name: str) -> None:
+        """Every started move completes: the receiving replica is Active, the source replica is gone."""
+        with self.layout.lock:
+            for transfer in self.layout.transfers.get(name, []):
+                if transfer["sync"]:
+                    continue
+                shard_id, source, target = transfer["shard_id"], transfer["from"], transfer["to"]
+                peers = self.layout.replicas[name][shard_id]
+                peers[target] = "Active"
+                peers.pop(source, None)
+                self.peer(source).store.remove_shard_data(name, shard_id, dict(peers))
+            self.layout.transfers[name] = [t for t in self.layout.transfers.get(name, []) if t["sync"]]
+
+    def start_resharding(self, name: str, direction: str = "up") -> None:
+        """A resharding operation shown in every peer's layout (no data moves: the double only shows it)."""
+        with self.layout.lock:
+            shard_number = len(self.layout.shards(name))
+            self.layout.resharding[name].append({
+                "direction": direction, "shard_id": shard_number if direction == "up" else shard_number - 1,
+                "peer_id": self.peer_ids[0]})
+
+    def finish_resharding(self, name: str) -> None:
+        with self.layout.lock:
+            self.layout.shards(name)
+            self.layout.resharding[name] = []
+
+    # ----- counts ---------------------------------------------------------------------------------------
+
+    def shard_points(self, name: str, shard_id: int) -> int:
+        """The shard's exact points count, from one replica holding it (an Active one if there is one)."""
+        peers = self.layout.shards(name).get(shard_id)
+        if peers is None:
+            raise errors.shard_not_found(shard_id)
+        ordered = sorted(peers, key=lambda p: (peers[p] != "Active", p))
+        return self.peer(ordered[0]).store.shard_points(name, shard_id)
+
+    def points_count(self, name: str) -> int:
+        """Exact total over the collection (one replica per shard)."""
+        return sum(self.shard_points(name, shard_id) for shard_id in self.layout.shards(name))
+
+    def snapshot_files_everywhere(self) -> list[Path]:
+        """Every file in every peer's snapshots dir (uploads being received included)."""
+        return sorted(p for double in self.peers for p in double.snapshots_path.rglob("*") if p.is_file())
+
+    # ----- what peers answer ------------------------------------------------------------------------------
+
+    def cluster_status(self, peer_id: int) -> dict[str, Any]:
+        """``GET /cluster`` on ``peer_id``: every peer, one leader (the first peer alive), consensus working."""
+        with self.layout.lock:
+            alive = [p for p in self.peer_ids if p not in self.killed]
+            leader = alive[0] if alive else self.peer_ids[0]
+            term, commit = self.term, self.commit
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return {
+            "status": "enabled",
+            "peer_id": peer_id,
+            "peers": {str(p): {"uri": self.p2p_uris[p]} for p in self.peer_ids},
+            "raft_info": {"term": term, "commit": commit, "pending_operations": 0, "leader": leader,
+                          "role": "Leader" if leader == peer_id else "Follower", "is_voter": True},
+            "consensus_thread_status": {"consensus_thread_status": "working", "last_update": now},
+            "message_send_failures": {},
+        }
+
+    def collection_view(self, peer_id: int, name: str) -> dict[str, Any]:
+        """``GET /collections/{name}/cluster`` on ``peer_id``."""
+        store = self.peer(peer_id).store
+        with self.layout.lock:
+            shards = self.layout.shards(name)
+            transfers = [dict(t) for t in self.layout.transfers.get(name, [])]
+            resharding = [dict(r) for r in self.layout.resharding.get(name, [])]
+        local, remote = [], []
+        for shard_id, peers in sorted(shards.items()):
+            for holder, state in sorted(peers.items()):
+                if holder == peer_id:
+                    if state == "Active":  # a recovery running on this peer shows as ManualRecovery
+                        state = store.shard_state(name, shard_id)
+                    local.append({"shard_id": shard_id, "points_count": store.shard_points(name, shard_id),
+                                  "state": state})
+                else:
+                    remote.append({"shard_id": shard_id, "peer_id": holder, "state": state})
+        view: dict[str, Any] = {"peer_id": peer_id, "shard_count": len(shards), "local_shards": local,
+                                "remote_shards": remote, "shard_transfers": transfers}
+        if resharding:
+            view["resharding_operations"] = resharding
+        return view
+
+    # ----- replica resync after a shard recovery -----------------------------------------------------------
+
+    def replica_recovered(self, peer_id: int, name: str, shard_id: int) -> None:
+        """A shard snapshot was recovered into ``peer_id``'s replica: like Qdrant, the other replicas are marked
+        Dead at once, then resync from it in the background (Partial, with a sync transfer shown) and end Active.
+        A replica on a killed peer stays Dead until the peer is revived."""
+        with self.layout.lock:
+            peers = self.layout.replicas[name][shard_id]
+            peers[peer_id] = "Active"
+            others = [p for p in peers if p != peer_id]
+            for other in others:
+                peers[other] = "Dead"
+                if other in self.killed:
+                    self._stale.add((name, shard_id, other))
+            targets = [p for p in others if p not in self.killed]
+        for target in targets:
+            thread = threading.Thread(target=self._resync, args=(name, shard_id, peer_id, target),
+                                      name=f"qdrant-double-resync-{name}-{shard_id}-{target}", daemon=True)
+            with self._lock:
+                self._resyncs.add(thread)
+            thread.start()
+
+    def wait_for_resync(self, timeout: float = 30.0) -> bool:
+        """True when no replica resync is running (within ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                running = [t for t in self._resyncs if t.is_alive()]
+            if not running:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            running[0].join(timeout=remaining)
+
+    def _resync(self, name: str, shard_id: int, source: int, target: int) -> None:
+        transfer = {"shard_id": shard_id, "from": source, "to": target, "sync": True, "method": "stream_records"}
+        try:
+            self.resync_gate.wait()
+            with self.layout.lock:
+                if self.layout.replicas.get(name, {}).get(shard_id, {}).get(target) != "Dead":
+                    return  # dropped, moved or already resynced meanwhile
+                self.layout.replicas[name][shard_id][target] = "Partial"
+                self.layout.transfers[name].append(transfer)
+            try:
+                self.peer(target).store.install_shard(name, shard_id, self.peer(source).store,
+                                                      self.layout.shards(name)[shard_id])
+                with self.layout.lock:
+                    if target in self.killed:
+                        self._stale.add((name, shard_id, target))
+                        self.layout.replicas[name][shard_id][target] = "Dead"
+                    else:
+                        self.layout.replicas[name][shard_id][target] = "Active"
+            finally:
+                with self.layout.lock:
+                    if name in self.layout.transfers:
+                        self.layout.transfers[name] = [t for t in self.layout.transfers[name] if t is not transfer]
+        except Exception:  # noqa: BLE001 - a test double's background work: logged, replica stays non-Active
+            log.exception("qdrant double cluster: resync of %s shard %s to peer %s failed", name, shard_id, target)
+        finally:
+            with self._lock:
+                self._resyncs.discard(threading.current_thread())
+
+    def _copy_replica(self, name: str, shard_id: int, target: int, *, source: int | None = None) -> None:
+        """Copy a shard's data to ``target``'s replica from ``source`` (default: an Active replica elsewhere)."""
+        peers = self.layout.replicas[name][shard_id]
+        if source is None:
+            candidates = [p for p, state in peers.items() if p != target and state == "Active"]
+            if not candidates:
+                return
+            source = candidates[0]
+        self.peer(target).store.install_shard(name, shard_id, self.peer(source).store, dict(peers))
+
+
+def _unused_port() -> int:
+    """A loopback port nothing listens on now (the peers' p2p URIs only need to look real)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _remove_tree(tree: Path) -> None:
+    shutil.rmtree(tree, ignore_errors=True)
