@@ -172,3 +172,24 @@ def test_the_api_shows_every_replica_and_every_peer(client, qdrant_cluster, docs
     members = client.get("/api/v1/cluster").get_json()["result"]["members"]
     assert {m["peer_id"]: (m["rest_url"], m["reachable"]) for m in members} == {
         pid: (url, True) for pid, url in qdrant_cluster.rest_urls.items()}
+
+
+def test_a_cancelled_set_stops_and_leaves_nothing_behind(app, client, jobs, worker, qdrant_cluster, docs,
+                                                         engine_config):  # noqa: ANN001
+    storage = register_storage(client, "local", engine_config)
+    for peer in qdrant_cluster.peers:
+        peer.faults.throttle(128 * 1024)  # every shard stream takes seconds
+    job = post_job(client, type="backup", collection_name=docs)
+    wait_until(lambda: any(r.path.endswith("/snapshot") for p in qdrant_cluster.peers for r in p.requests_log),
+               timeout=30, what="the first shard stream")
+    assert client.post(f"/api/v1/jobs/{job['id']}/cancel").status_code == 200
+    done = wait_for_job(jobs, job["id"], worker=worker)
+    assert done["status"] == "cancelled"
+    folder = Path(storage["path"]) / docs
+
+    def files() -> list[Path]:
+        return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+    # No shard file, no temp file, no manifest: the cancelled set left nothing in storage or on the nodes.
+    wait_until(lambda: not files(), timeout=30, what="the set's files to be removed", details=lambda: str(files()))
+    assert qdrant_cluster.snapshot_files_everywhere() == []
