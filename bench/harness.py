@@ -139,18 +139,25 @@ class Bench:
 
     #: Where backups (and the baselines' copies) are written; None: inside ``work`` (on disk).
     storage_dir: Path | None = None
+    #: A real Qdrant to work against (its URL, API key and the peers of its cluster) instead of the double.
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    qdrant_peers: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         self.root = (Path(tempfile.mkdtemp(prefix="qbm-bench-", dir=self.storage_dir)) if self.storage_dir
                      else self.work / "storage")
         self.root.mkdir(parents=True, exist_ok=True)
         self.redis = redis.Redis.from_url(self.redis_url)
-        self.double = QdrantDouble(self.work / "qdrant")
-        self.double.start()
+        if self.qdrant_url is None:
+            self.double = QdrantDouble(self.work / "qdrant")
+            self.double.start()
+            self.qdrant_url = self.double.url
         from cryptography.fernet import Fernet
 
         self.secret_key = Fernet.generate_key().decode()  # S3 secrets are stored encrypted (QBM_SECRET_KEY)
-        self.config = Config(redis_url=self.redis_url, redis_url_explicit=True, qdrant_url=self.double.url,
+        self.config = Config(redis_url=self.redis_url, redis_url_explicit=True, qdrant_url=self.qdrant_url,
+                             qdrant_api_key=self.qdrant_api_key, qdrant_peers=self.qdrant_peers,
                              data_dir=self.work / "data", storage_roots=(self.root,), key_prefix=self.prefix,
                              secret_keys=(self.secret_key,))
         self.client = create_app(self.config).test_client()
@@ -193,8 +200,10 @@ class Bench:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("QBM_")}
-        assert self.double is not None
-        env.update(QBM_REDIS_URL=self.redis_url, QBM_KEY_PREFIX=self.prefix, QBM_QDRANT_URL=self.double.url,
+        assert self.qdrant_url is not None
+        env.update(QBM_REDIS_URL=self.redis_url, QBM_KEY_PREFIX=self.prefix, QBM_QDRANT_URL=self.qdrant_url,
+                   QBM_QDRANT_API_KEY=self.qdrant_api_key or "",
+                   QBM_QDRANT_PEERS=",".join(f"{peer}={url}" for peer, url in self.qdrant_peers),
                    QBM_STORAGE_ROOTS=str(self.root), QBM_DATA_DIR=str(self.work / "data"),
                    QBM_LOG_LEVEL="WARNING", QBM_SECRET_KEY=self.secret_key)
         return env
@@ -325,8 +334,9 @@ def default_storage_dir(needed: int) -> Path | None:
 
 
 @contextmanager
-def bench(redis_url: str = DEFAULT_REDIS_URL, storage_dir: Path | None = None) -> Iterator[Bench]:
-    b = Bench(redis_url=redis_url, storage_dir=storage_dir)
+def bench(redis_url: str = DEFAULT_REDIS_URL, storage_dir: Path | None = None, **real_qdrant: Any) -> Iterator[Bench]:
+    """A :class:`Bench`; ``real_qdrant`` (``qdrant_url``, ``qdrant_api_key``, ``qdrant_peers``) replaces the double."""
+    b = Bench(redis_url=redis_url, storage_dir=storage_dir, **real_qdrant)
     try:
         yield b
     finally:
