@@ -136,7 +136,7 @@ def stream_shard(ctx: Context, job: Job, shard_id: int) -> dict:
             slots.release(holder)
         result["points_count"] = ((made.get("topology") or {}).get("shards", {}).get(str(shard_id)) or {}).get(
             "points_count")
-        _note_progress(ctx, job, len(made["fan_out"]))
+        SetProgress(ctx, job, made["fan_out"]).shard_done(shard_id, result["size"])
         return result
     if last is not None:
         if not last.transient:
@@ -150,10 +150,11 @@ def _copy(ctx: Context, job: Job, storage: Storage, key: str, shard_id: int, pee
           renew_slot: Callable[[], object]) -> dict:
     storage.abort_incomplete(key)  # what a crashed earlier attempt of this shard left; other shards untouched
     meter = ctx.transfer_meter(job, "backup", storage.kind)
+    progress = SetProgress(ctx, job, job.steps["create"]["fan_out"])
     keep_going = _still_wanted(ctx, job, renew_slot)
     try:
         with ctx.topology.client_for(peer).stream_shard_snapshot(job.collection_name, shard_id) as download, meter:
-            written = storage.write(key, download, on_progress=meter.tracking(lambda _done: None),
+            written = storage.write(key, download, on_progress=meter.tracking(progress.tracker(shard_id)),
                                     should_continue=keep_going)
     except Cancelled as exc:
         if ctx.jobs.get(job.id).status == JobStatus.CANCELLED:
@@ -180,9 +181,40 @@ def _still_wanted(ctx: Context, job: Job, renew_slot: Callable[[], object], ever
     return should_continue
 
 
-def _note_progress(ctx: Context, job: Job, total: int) -> None:
-    done = sum(1 for name in ctx.jobs.get_with_steps(job.id).steps if name.startswith("transfer:")) + 1
-    ctx.jobs.set_progress(job.id, CREATE_END + (TRANSFER_END - CREATE_END) * min(done, total) // total)
+class SetProgress:
+    """A set's progress by bytes over all its shards, whichever workers copy them: each stream writes its byte
+    count into one Redis hash per job (``shard -> bytes``, completed shards marked), and the job's progress is the
+    bytes copied over the set's expected size. A streamed shard's size is known only once it is complete, so the
+    shards still missing are assumed as big as the average completed one (nothing moves before one is)."""
+
+    def __init__(self, ctx: Context, job: Job, shards: list[int]) -> None:
+        self.ctx, self.job, self.shards = ctx, job, shards
+        self.key = f"{ctx.config.key_prefix}set-bytes:{job.id}"
+        self._last = 0.0
+
+    def tracker(self, shard_id: int) -> Callable[[int], None]:
+        def track(done: int) -> None:
+            now = time.monotonic()
+            if now - self._last >= 1.0:
+                self._last = now
+                self.ctx.redis.hset(self.key, str(shard_id), done)
+                self._publish()
+        return track
+
+    def shard_done(self, shard_id: int, size: int) -> None:
+        self.ctx.redis.hset(self.key, mapping={str(shard_id): size, f"done:{shard_id}": size})
+        self.ctx.redis.expire(self.key, 7 * 24 * 3600)
+        self._publish()
+
+    def _publish(self) -> None:
+        raw = {k.decode(): int(v) for k, v in self.ctx.redis.hgetall(self.key).items()}
+        done = [v for k, v in raw.items() if k.startswith("done:")]
+        if not done:
+            return
+        copied = sum(v for k, v in raw.items() if not k.startswith("done:"))
+        expected = max(copied, sum(done) + (len(self.shards) - len(done)) * sum(done) / len(done))
+        fraction = min(1.0, copied / expected) if expected else 1.0
+        self.ctx.jobs.set_progress(self.job.id, CREATE_END + int((TRANSFER_END - CREATE_END) * fraction))
 
 
 def finalize(ctx: Context, job: Job) -> dict:
@@ -214,6 +246,7 @@ def finalize(ctx: Context, job: Job) -> dict:
         topology=made.get("topology"),
     )
     write_manifest(storage, manifest)
+    ctx.redis.delete(SetProgress(ctx, job, made["fan_out"]).key)
     ctx.jobs.merge_metadata(job.id, {"key": manifest.key, "size": manifest.size, "sha256": manifest.sha256,
                                      "kind": "set", "shards": len(shards)})
     return {"at": utcnow_iso()}

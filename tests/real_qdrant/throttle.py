@@ -16,9 +16,12 @@ class ThrottledProxy(TcpProxy):
 
     chunk = 64 * 1024
 
-    def __init__(self, target_host: str, target_port: int, rate: int | None = None) -> None:
+    def __init__(self, target_host: str, target_port: int, rate: int | None = None, *,
+                 both_ways: bool = False) -> None:
         super().__init__(target_host, target_port)
         self.rate = rate
+        #: Pace what clients send too (a peer's p2p traffic: a shard transfer is sent by the client side).
+        self.both_ways = both_ways
         self._paced: dict[socket.socket, tuple[float, int]] = {}  # per upstream socket: (since, bytes since)
 
     def throttle(self, rate: int | None) -> None:
@@ -30,7 +33,7 @@ class ThrottledProxy(TcpProxy):
 
     def _forwarded(self, src: socket.socket, count: int) -> None:
         try:
-            if src.getpeername() != self.target:
+            if src.getpeername() != self.target and not self.both_ways:
                 return  # client -> Qdrant: not paced
         except OSError:
             return
