@@ -193,3 +193,25 @@ def test_a_cancelled_set_stops_and_leaves_nothing_behind(app, client, jobs, work
     # No shard file, no temp file, no manifest: the cancelled set left nothing in storage or on the nodes.
     wait_until(lambda: not files(), timeout=30, what="the set's files to be removed", details=lambda: str(files()))
     assert qdrant_cluster.snapshot_files_everywhere() == []
+
+
+def test_shard_jobs_go_to_a_peer_that_holds_the_shard(app, client, jobs, worker, qdrant_cluster, docs,
+                                                      engine_config):  # noqa: ANN001
+    storage = register_storage(client, "local", engine_config)
+    first = qdrant_cluster.peers[0]
+    shard = next(s for s, replicas in qdrant_cluster.replicas(docs).items() if first.peer_id not in replicas)
+    holders = {qdrant_cluster.rest_urls[p] for p in qdrant_cluster.replicas(docs)[shard]}
+    done = wait_for_job(jobs, post_job(client, type="shard_backup", collection_name=docs, shard_id=shard)["id"],
+                        worker=worker)
+    assert done["status"] == "completed", (done, worker.log()[-3000:])
+    assert done["metadata"]["peer_url"] in holders
+    manifest = _manifest(app, storage["id"], docs, done["snapshot_name"])
+    assert manifest["shard_id"] == shard and manifest["points_count"] == qdrant_cluster.shard_points(docs, shard)
+    assert qdrant_cluster.snapshot_files_everywhere() == []  # the shard snapshot was freed on its peer
+
+    job = post_job(client, type="shard_restore", collection_name=docs, shard_id=shard,
+                   snapshot_name=done["snapshot_name"])
+    restored = wait_for_job(jobs, job["id"], worker=worker)
+    assert restored["status"] == "completed", (restored, worker.log()[-3000:])
+    assert restored["metadata"]["peer_url"] in holders
+    assert restored["metadata"]["restored_points"] == qdrant_cluster.shard_points(docs, shard)
