@@ -119,23 +119,17 @@ def _check_port(name: str, value: str) -> int:
 
 
 def _check_seconds(name: str, value: str, *, minimum: int) -> int:
-    try:
-        seconds = int(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number of seconds, got {value!r}") from None
-    if seconds < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {seconds}")
-    return seconds
+    return _check_count(name, value, minimum=minimum, unit=" of seconds")
 
 
-def _check_count(name: str, value: str, *, minimum: int) -> int:
+def _check_count(name: str, value: str, *, minimum: int, unit: str = "") -> int:
     try:
-        count = int(value)
+        number = int(value)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
-    if count < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {count}")
-    return count
+        raise ConfigError(f"{name} must be a whole number{unit}, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {number}")
+    return number
 
 
 def _check_sentinels(value: str) -> tuple[tuple[str, int], ...]:

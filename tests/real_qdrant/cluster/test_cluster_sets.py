@@ -32,16 +32,6 @@ SET_TIMEOUT = 240.0
 
 
 @pytest.fixture
-def qbm_qdrant(qdrant_cluster: QdrantCluster) -> QdrantNode:
-    return qdrant_cluster.peers[0]
-
-
-@pytest.fixture
-def engine_config(redis_url, key_prefix, qdrant_cluster, tmp_path, secret_key):  # noqa: ANN001, ANN201
-    return cluster_engine_config(qdrant_cluster, redis_url, key_prefix, tmp_path, secret_key)
-
-
-@pytest.fixture
 def set_docs(qdrant_cluster: QdrantCluster) -> Iterator[str]:
     name = f"set-{uuid.uuid4().hex[:8]}"
     first = qdrant_cluster.peers[0]

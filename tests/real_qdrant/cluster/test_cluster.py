@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.real_qdrant import api_checks, data
-from tests.real_qdrant.helpers import cluster_engine_config, register_storage, run_job, stored_manifest
-from tests.real_qdrant.qdrant_process import QdrantCluster, QdrantNode
+from tests.real_qdrant.helpers import register_storage, run_job, stored_manifest
+from tests.real_qdrant.qdrant_process import QdrantCluster
 
 pytestmark = pytest.mark.real_qdrant
 
@@ -26,18 +26,6 @@ def cluster_docs(qdrant_cluster: QdrantCluster) -> Iterator[str]:
     data.wait_replicas_active(qdrant_cluster.peers, "cluster-docs")
     yield "cluster-docs"
     data.drop_collection(first, "cluster-docs")
-
-
-@pytest.fixture
-def qbm_qdrant(qdrant_cluster: QdrantCluster) -> QdrantNode:
-    """QBM talks to the first peer."""
-    return qdrant_cluster.peers[0]
-
-
-@pytest.fixture
-def engine_config(redis_url, key_prefix, qdrant_cluster, tmp_path, secret_key):  # noqa: ANN001, ANN201
-    """The peers share one host, so QBM is told each one's REST URL (QBM_QDRANT_PEERS, by p2p URI)."""
-    return cluster_engine_config(qdrant_cluster, redis_url, key_prefix, tmp_path, secret_key)
 
 
 def test_cluster_view_matches_every_peer(client, qdrant_cluster):

@@ -1,0 +1,1 @@
+"""Real-Qdrant tests against the session's 3-peer cluster."""
