@@ -14,6 +14,15 @@ _COLLECTION = ma.validate.Regexp(COLLECTION_NAME_PATTERN,
                                  error="must be 1-255 characters from A-Z, a-z, 0-9, '_', '.', '-'")
 
 
+class SetShardSchema(ma.Schema):
+    shard_id = fields.Integer(required=True)
+    key = fields.String(required=True)
+    size = fields.Integer(required=True)
+    sha256 = fields.String(required=True)
+    peer_id = fields.Integer(required=True, metadata={"description": "The peer it was streamed from"})
+    points_count = fields.Integer(allow_none=True, metadata={"description": "As the shard layout reported it"})
+
+
 class BackupSchema(ma.Schema):
     """A backup as its manifest describes it, and the storage backend it is in."""
 
@@ -32,6 +41,11 @@ class BackupSchema(ma.Schema):
     points_count = fields.Integer(required=True, allow_none=True)
     qbm_version = fields.String(required=True)
     format = fields.Integer(required=True)
+    kind = fields.String(metadata={"description": "snapshot: one Qdrant snapshot file at key; set: a distributed "
+                                                  "collection, one streamed snapshot per shard (shards), key its "
+                                                  "folder, size their sum"})
+    shards = fields.List(fields.Nested(SetShardSchema), allow_none=True,
+                         metadata={"description": "A set's shards (null for a snapshot)"})
 
 
 class BackupPageSchema(ma.Schema):

@@ -64,7 +64,8 @@ def test_a_distributed_collection_is_backed_up_as_a_set_and_restored_whole(
     assert manifest["collection_config"]["params"]["shard_number"] == SHARDS
     assert qdrant_cluster.snapshot_files_everywhere() == []  # nothing staged or left on any node
     listed = client.get(f"/api/v1/backups?storage_id={storage['id']}&collection={docs}").get_json()["result"]
-    assert [b["backup_id"] for b in listed["items"]] == [done["snapshot_name"]]
+    assert [(b["backup_id"], b["kind"], len(b["shards"])) for b in listed["items"]] == [
+        (done["snapshot_name"], "set", SHARDS)]
 
     qdrant_cluster.drop_collection(docs)
     job = post_job(client, type="restore", collection_name=docs, snapshot_name=done["snapshot_name"])
