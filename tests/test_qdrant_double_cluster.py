@@ -222,6 +222,71 @@ def test_a_single_node_streams_its_shards_too(qdrant):
     assert list(qdrant.store.tmp_dir.iterdir()) == []
 
 
+def test_a_peer_killed_mid_stream_breaks_the_stream(qdrant_cluster):
+    qdrant_cluster.create_collection("big", size_bytes=6 * 1024 * 1024)  # 1 MiB a shard
+    qdrant_cluster.peer(103).faults.throttle(500_000)
+    resp = requests.get(qdrant_cluster.rest_urls[103] + "/collections/big/shards/1/snapshot", stream=True,
+                        timeout=30)
+    assert resp.status_code == 200
+    chunks = resp.iter_content(4096)
+    received = len(next(chunks))
+    qdrant_cluster.kill(103)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        for chunk in chunks:
+            received += len(chunk)
+    assert received < 1024 * 1024
+    assert qdrant_cluster.replicas("big")[1] == {102: "Active", 103: "Dead"}
+    assert len(stream(qdrant_cluster, 102, 1, "big").content) > 1024 * 1024  # the other replica serves it
+
+
+# ----- collection snapshots through one peer -------------------------------------------------------------------
+
+
+def test_a_collection_snapshot_through_one_peer_holds_only_its_shards(qdrant_cluster, docs):
+    body = _collection_snapshot(qdrant_cluster, 101)
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        names = tar.getnames()
+    by_shard: dict[int, set[str]] = {}
+    for name in names:
+        head, _, rest = name.partition("/")
+        if head.isdigit() and rest:
+            by_shard.setdefault(int(head), set()).add(rest)
+    assert set(by_shard) == set(PLACEMENT)
+    for shard_id, holders in PLACEMENT.items():
+        if 101 in holders:
+            assert any(f.startswith("segments/") for f in by_shard[shard_id]), shard_id
+        else:
+            assert by_shard[shard_id] == {"replica_state.json", "shard_config.json"}, shard_id
+
+
+def test_per_peer_collection_snapshots_restore_the_collection_peer_by_peer(qdrant_cluster, docs):
+    """Qdrant's per-node recipe: each peer's collection snapshot recovered on the same peer after a drop."""
+    before = {s: qdrant_cluster.shard_points(docs, s) for s in PLACEMENT}
+    archives = {peer_id: _collection_snapshot(qdrant_cluster, peer_id) for peer_id in (101, 102)}
+    result(qdrant_cluster.url, "DELETE", "/collections/docs")
+
+    upload = requests.post(qdrant_cluster.rest_urls[101] + "/collections/docs/snapshots/upload",
+                           params={"priority": "snapshot"}, files={"snapshot": ("p101.snapshot", archives[101])},
+                           timeout=30)
+    assert upload.status_code == 200, upload.text
+    assert qdrant_cluster.wait_for_resync(10)
+    assert {s: set(p) for s, p in qdrant_cluster.replicas(docs).items()} == PLACEMENT
+    counts = {s: qdrant_cluster.shard_points(docs, s) for s in PLACEMENT}
+    assert counts == {s: before[s] if 101 in holders else 0 for s, holders in PLACEMENT.items()}
+
+    upload = requests.post(qdrant_cluster.rest_urls[102] + "/collections/docs/snapshots/upload",
+                           params={"priority": "snapshot"}, files={"snapshot": ("p102.snapshot", archives[102])},
+                           timeout=30)
+    assert upload.status_code == 200, upload.text
+    assert qdrant_cluster.wait_for_resync(10)
+    assert all_active(qdrant_cluster)
+    assert result(qdrant_cluster.rest_urls[103], "POST", "/collections/docs/points/count", json={}) == {
+        "count": 1200}
+    for peer_id in PEERS:  # every replica has its shard's data, whichever peer's snapshot brought it
+        for local in layout(qdrant_cluster, peer_id)["local_shards"]:
+            assert local["points_count"] == before[local["shard_id"]]
+
+
 # ----- shard recovery -----------------------------------------------------------------------------------
 
 
@@ -416,6 +481,14 @@ def test_aliases_are_cluster_wide(qdrant_cluster, docs):
 
 
 # ----- helpers ---------------------------------------------------------------------------------------------------
+
+
+def _collection_snapshot(cluster: DoubleCluster, peer_id: int) -> bytes:
+    url = cluster.rest_urls[peer_id]
+    name = result(url, "POST", "/collections/docs/snapshots")["name"]
+    body = requests.get(f"{url}/collections/docs/snapshots/{name}", timeout=30).content
+    result(url, "DELETE", f"/collections/docs/snapshots/{name}")
+    return body
 
 
 def _segment_data(archive: bytes) -> list[bytes]:

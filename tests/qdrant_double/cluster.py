@@ -192,25 +192,29 @@ class DoubleCluster:
         """What ``PUT /collections/{name}`` on any peer does: the collection on every peer, replicas placed."""
         shard_number = int(config["params"]["shard_number"])
         replication_factor = min(int(config["params"].get("replication_factor") or 1), len(self.peer_ids))
-        with self.layout.lock:
-            if name in self.layout.replicas or self.collection_exists(name):
-                raise errors.wrong_input(f"Collection `{name}` already exists!")
-            placement = {
-                shard: {self.peer_ids[(shard + r) % len(self.peer_ids)]: "Active" for r in range(replication_factor)}
-                for shard in range(shard_number)}
-            for peers in placement.values():
-                for peer_id in peers:
-                    if peer_id in self.killed:
-                        peers[peer_id] = "Dead"
-            tree = self.peers[0].store.build_tree(f"cluster-{name}", config=config, points=points,
-                                                  size_bytes=size_bytes)
-            try:
+        if self.collection_exists(name):
+            raise errors.wrong_input(f"Collection `{name}` already exists!")
+        # Built once outside the lock (it may be large); the peers' copies are hard links to it.
+        tree = self.peers[0].store.build_tree(f"cluster-{name}", config=config, points=points,
+                                              size_bytes=size_bytes)
+        try:
+            with self.layout.lock:
+                if name in self.layout.replicas or self.collection_exists(name):
+                    raise errors.wrong_input(f"Collection `{name}` already exists!")
+                placement = {
+                    shard: {self.peer_ids[(shard + r) % len(self.peer_ids)]: "Active"
+                            for r in range(replication_factor)}
+                    for shard in range(shard_number)}
+                for peers in placement.values():
+                    for peer_id in peers:
+                        if peer_id in self.killed:
+                            peers[peer_id] = "Dead"
                 for double in self.peers:
                     double.store.install(name, tree, replicas=placement)
-            finally:
-                _remove_tree(tree)
-            self.layout.place(name, placement)
-            self.commit += 1
+                self.layout.place(name, placement)
+                self.commit += 1
+        finally:
+            _remove_tree(tree)
 
     def drop_collection(self, name: str) -> bool:
         """What ``DELETE /collections/{name}`` on any peer does: gone from every peer, with its aliases."""
@@ -359,6 +363,23 @@ class DoubleCluster:
             with self._lock:
                 self._resyncs.add(thread)
             thread.start()
+
+    def recover_collection(self, peer_id: int, name: str, archive: Path) -> None:
+        """A collection snapshot recovered through ``peer_id`` (C5/C6): a missing collection is first created on
+        every peer from the snapshot's config (empty); then that peer's replicas take the archive's data for their
+        shards (which the archive must hold) and the other replicas of those shards resync from them. Shards the
+        peer does not hold are left alone, whatever the archive has for them."""
+        store = self.peer(peer_id).store
+        if not store.exists(name):
+            try:
+                self.create_from_config(name, Store.snapshot_config(archive))
+            except errors.ApiError as exc:
+                if not store.exists(name):  # not a race with another recovery creating it
+                    raise exc from None
+        local = {shard for shard, peers in self.layout.shards(name).items() if peer_id in peers}
+        store.recover_collection(name, archive, local_shards=local)
+        for shard_id in sorted(local):
+            self.replica_recovered(peer_id, name, shard_id)
 
     def wait_for_resync(self, timeout: float = 30.0) -> bool:
         """True when no replica resync is running (within ``timeout``)."""

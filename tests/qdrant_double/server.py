@@ -670,10 +670,17 @@ class QdrantDouble:
         os.replace(upload, target)
 
         def work() -> bool:
-            self.store.recover_collection(name, target)
+            self._recover_collection(name, target)
             return True
 
         return self._run(work, wait, started)
+
+    def _recover_collection(self, name: str, archive: Path) -> None:
+        """A single node takes the whole archive; a cluster peer only its own shards (the cluster decides)."""
+        if self.cluster is not None:
+            self.cluster.recover_collection(self.peer_id, name, archive)
+        else:
+            self.store.recover_collection(name, archive)
 
     # ----- shard snapshots (S1-S4, S6, S7) -----------------------------------------------------------------
 
@@ -779,14 +786,14 @@ class QdrantDouble:
             path, digest = self._fetch(location, api_key)
             try:
                 _check_checksum(checksum, digest)
-                self.store.recover_collection(name, path)
+                self._recover_collection(name, path)
             finally:
                 path.unlink(missing_ok=True)
         elif scheme == "file":
             path = self._local_snapshot_file(location)
             if checksum is not None:
                 _check_checksum(checksum, sha256_file(path))
-            self.store.recover_collection(name, path)
+            self._recover_collection(name, path)
         else:
             raise errors.bad_request(f"Unsupported snapshot location `{location}`: "
                                      "expected an http(s):// or file:// URL")
@@ -879,6 +886,9 @@ class QdrantDouble:
                     self._stopping.wait(plan.stall_seconds)
                 if plan.stall_seconds is not None and not stalled:
                     want = min(want, plan.stall_after - sent)
+                if self._stopping.is_set():  # stopped (a cluster peer killed): in-flight downloads break off
+                    _drop_connection(sock)
+                    return
                 chunk = fileobj.read(want)
                 if not chunk:
                     return
