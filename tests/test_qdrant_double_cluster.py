@@ -74,6 +74,17 @@ def test_every_peer_reports_the_whole_cluster_with_one_leader(qdrant_cluster):
     assert set(qdrant_cluster.p2p_uris.values()).isdisjoint(qdrant_cluster.rest_urls.values())
 
 
+def test_peers_are_plain_qdrant_doubles(qdrant_cluster, tmp_path):
+    assert all(isinstance(p, QdrantDouble) for p in qdrant_cluster.peers)
+    assert [qdrant_cluster.peer(p).peer_id for p in PEERS] == PEERS
+    assert [p.root for p in qdrant_cluster.peers] == [qdrant_cluster.root / f"peer-{p}" for p in PEERS]
+    with pytest.raises(KeyError):
+        qdrant_cluster.peer(999)
+    with DoubleCluster(tmp_path / "second", peers=2, first_peer_id=201) as second:  # another cluster beside it
+        assert second.peer_ids == [201, 202]
+        assert result(second.url, path="/cluster")["peer_id"] == 201
+
+
 def test_replicas_are_placed_round_robin_and_every_peer_shows_its_share(qdrant_cluster, docs):
     assert {s: set(peers) for s, peers in qdrant_cluster.replicas(docs).items()} == PLACEMENT
     shard_points = {s: qdrant_cluster.shard_points(docs, s) for s in PLACEMENT}
@@ -262,6 +273,7 @@ def test_a_collection_snapshot_through_one_peer_holds_only_its_shards(qdrant_clu
 def test_per_peer_collection_snapshots_restore_the_collection_peer_by_peer(qdrant_cluster, docs):
     """Qdrant's per-node recipe: each peer's collection snapshot recovered on the same peer after a drop."""
     before = {s: qdrant_cluster.shard_points(docs, s) for s in PLACEMENT}
+    result(qdrant_cluster.url, "PUT", "/collections/docs/index", json={"field_name": "city", "field_schema": "keyword"})
     archives = {peer_id: _collection_snapshot(qdrant_cluster, peer_id) for peer_id in (101, 102)}
     result(qdrant_cluster.url, "DELETE", "/collections/docs")
 
@@ -273,6 +285,8 @@ def test_per_peer_collection_snapshots_restore_the_collection_peer_by_peer(qdran
     assert {s: set(p) for s, p in qdrant_cluster.replicas(docs).items()} == PLACEMENT
     counts = {s: qdrant_cluster.shard_points(docs, s) for s in PLACEMENT}
     assert counts == {s: before[s] if 101 in holders else 0 for s, holders in PLACEMENT.items()}
+    for peer_id in PEERS:  # the snapshot's payload indexes are the collection's, on every peer
+        assert set(result(qdrant_cluster.rest_urls[peer_id], path="/collections/docs")["payload_schema"]) == {"city"}
 
     upload = requests.post(qdrant_cluster.rest_urls[102] + "/collections/docs/snapshots/upload",
                            params={"priority": "snapshot"}, files={"snapshot": ("p102.snapshot", archives[102])},
@@ -480,6 +494,31 @@ def test_aliases_are_cluster_wide(qdrant_cluster, docs):
     assert result(qdrant_cluster.url, path="/aliases") == {"aliases": []}
 
 
+
+def test_a_single_node_keeps_aliases_and_indexes_too(qdrant):
+    qdrant.create_collection("c", points=7)
+    result(qdrant.url, "PUT", "/collections/c/index", params={"wait": "false"},
+           json={"field_name": "tag", "field_schema": {"type": "keyword", "is_tenant": True}})
+    assert result(qdrant.url, path="/collections/c")["payload_schema"] == {
+        "tag": {"data_type": "keyword", "params": {"type": "keyword", "is_tenant": True}, "points": 7}}
+    result(qdrant.url, "POST", "/collections/aliases", json={"actions": [
+        {"create_alias": {"collection_name": "c", "alias_name": "a1"}}]})
+    result(qdrant.url, "POST", "/collections/aliases", json={"actions": [
+        {"rename_alias": {"old_alias_name": "a1", "new_alias_name": "a2"}}]})
+    assert result(qdrant.url, path="/collections/c/aliases") == {
+        "aliases": [{"alias_name": "a2", "collection_name": "c"}]}
+    clash = requests.post(qdrant.url + "/collections/aliases", json={"actions": [
+        {"create_alias": {"collection_name": "c", "alias_name": "c"}}]}, timeout=10)
+    assert clash.status_code == 400
+    gone = requests.post(qdrant.url + "/collections/aliases", json={"actions": [
+        {"delete_alias": {"alias_name": "nope"}}]}, timeout=10)
+    assert gone.status_code == 404
+    malformed = requests.post(qdrant.url + "/collections/aliases", json={"actions": [{"make_alias": {}}]},
+                              timeout=10)
+    assert malformed.status_code == 400
+    result(qdrant.url, "DELETE", "/collections/c")
+    assert result(qdrant.url, path="/aliases") == {"aliases": []}
+
 # ----- helpers ---------------------------------------------------------------------------------------------------
 
 
@@ -501,9 +540,3 @@ def _segment_data(archive: bytes) -> list[bytes]:
                     found.append(segment.extractfile("snapshot/files/data.bin").read())
     return sorted(found)
 
-
-def test_peers_are_plain_qdrant_doubles(qdrant_cluster):
-    assert all(isinstance(p, QdrantDouble) for p in qdrant_cluster.peers)
-    assert [qdrant_cluster.peer(p).peer_id for p in PEERS] == PEERS
-    with pytest.raises(KeyError):
-        qdrant_cluster.peer(999)

@@ -3,7 +3,7 @@ sharing one layout (which peer holds a replica of which shard, in which state; s
 
 Public surface (QBM's cluster-aware backup sets are tested against exactly these names)::
 
-    cluster = DoubleCluster(root, peers=3, api_key=None, version="1.18.3")
+    cluster = DoubleCluster(root, peers=3, api_key=None, version="1.18.3", first_peer_id=101)
     cluster.start() / cluster.stop() / with DoubleCluster(...) as cluster:
     cluster.peers, cluster.peer_ids (101, 102, ...), cluster.rest_urls, cluster.p2p_uris, cluster.url
     cluster.peer(peer_id) -> QdrantDouble
@@ -85,14 +85,14 @@ class ClusterLayout:
 class DoubleCluster:
     """N Qdrant doubles acting as one distributed Qdrant (see the module docstring)."""
 
-    def __init__(self, root: Path, peers: int = 3, *, api_key: str | None = None,
-                 version: str = "1.18.3") -> None:
+    def __init__(self, root: Path, peers: int = 3, *, api_key: str | None = None, version: str = "1.18.3",
+                 first_peer_id: int = FIRST_PEER_ID) -> None:
         if peers < 1:
             raise ValueError("a cluster needs at least one peer")
         self.root = Path(root)
         self.layout = ClusterLayout()
         self.alias_table = AliasTable()
-        self.peer_ids: list[int] = [FIRST_PEER_ID + i for i in range(peers)]
+        self.peer_ids: list[int] = [first_peer_id + i for i in range(peers)]
         self.peers: list[QdrantDouble] = []
         for peer_id in self.peer_ids:
             double = QdrantDouble(self.root / f"peer-{peer_id}", api_key=api_key, peer_id=peer_id, version=version)
@@ -378,6 +378,10 @@ class DoubleCluster:
                     raise exc from None
         local = {shard for shard, peers in self.layout.shards(name).items() if peer_id in peers}
         store.recover_collection(name, archive, local_shards=local)
+        indexes = store.payload_indexes(name)  # collection-wide in Qdrant (consensus): the snapshot's, everywhere
+        for other in self.peers:
+            if other.store is not store:
+                other.store.set_payload_indexes(name, indexes)
         for shard_id in sorted(local):
             self.replica_recovered(peer_id, name, shard_id)
 
@@ -407,15 +411,19 @@ class DoubleCluster:
                 self.peer(target).store.install_shard(name, shard_id, self.peer(source).store,
                                                       self.layout.shards(name)[shard_id])
                 with self.layout.lock:
+                    peers = self.layout.replicas.get(name, {}).get(shard_id, {})
                     if target in self.killed:
                         self._stale.add((name, shard_id, target))
-                        self.layout.replicas[name][shard_id][target] = "Dead"
-                    else:
-                        self.layout.replicas[name][shard_id][target] = "Active"
+                        peers[target] = "Dead"
+                    elif peers.get(target) == "Partial":  # not marked Dead again by a later recovery meanwhile
+                        peers[target] = "Active"
             finally:
                 with self.layout.lock:
                     if name in self.layout.transfers:
                         self.layout.transfers[name] = [t for t in self.layout.transfers[name] if t is not transfer]
+        except errors.ApiError as exc:  # the collection was dropped meanwhile
+            log.info("qdrant double cluster: resync of %s shard %s to peer %s ended: %s", name, shard_id, target,
+                     exc.message)
         except Exception:  # noqa: BLE001 - a test double's background work: logged, replica stays non-Active
             log.exception("qdrant double cluster: resync of %s shard %s to peer %s failed", name, shard_id, target)
         finally:

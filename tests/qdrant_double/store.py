@@ -346,10 +346,15 @@ class Store:
         with self.locked(name):
             indexes = self.payload_indexes(name)
             indexes[field_name] = schema
+            self.set_payload_indexes(name, indexes)
+
+    def set_payload_indexes(self, name: str, indexes: dict[str, Any]) -> None:
+        with self.locked(name):
+            self.require(name)
             target = self.collection_dir(name) / "payload_index.json"
             tmp = target.with_suffix(".tmp")
             tmp.write_text(json.dumps(indexes))
-            os.replace(tmp, target)
+            os.replace(tmp, target)  # replaced, never rewritten in place: peers may share the old file
 
     def shard_points(self, name: str, shard_id: int) -> int:
         return _shard_points(self.collection_dir(name) / str(shard_id))
