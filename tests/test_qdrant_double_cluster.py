@@ -9,6 +9,7 @@ import hashlib
 import io
 import re
 import tarfile
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -84,6 +85,25 @@ def test_peers_are_plain_qdrant_doubles(qdrant_cluster, tmp_path):
         assert second.peer_ids == [201, 202]
         assert result(second.url, path="/cluster")["peer_id"] == 201
 
+
+
+def test_peers_on_distinct_loopback_hosts_share_one_rest_port(tmp_path):
+    """With distinct_hosts, "the p2p URI's host with the first peer's REST port" reaches every peer, as it does in
+    a real cluster where every node serves REST on the same port."""
+    with DoubleCluster(tmp_path / "c", distinct_hosts=True) as cluster:
+        port = urlsplit(cluster.url).port
+        for peer_id, uri in result(cluster.url, path="/cluster")["peers"].items():
+            host = urlsplit(uri["uri"]).hostname
+            assert result(f"http://{host}:{port}", path="/cluster")["peer_id"] == int(peer_id)
+        assert sorted(urlsplit(u).hostname for u in cluster.rest_urls.values()) == [
+            "127.0.0.1", "127.0.0.2", "127.0.0.3"]
+        url = cluster.rest_urls[103]
+        cluster.kill(103)
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(url + "/cluster", timeout=5)
+        cluster.revive(103)
+        assert cluster.rest_urls[103] == url
+        assert result(url, path="/cluster")["peer_id"] == 103
 
 def test_replicas_are_placed_round_robin_and_every_peer_shows_its_share(qdrant_cluster, docs):
     assert {s: set(peers) for s, peers in qdrant_cluster.replicas(docs).items()} == PLACEMENT

@@ -3,7 +3,8 @@ sharing one layout (which peer holds a replica of which shard, in which state; s
 
 Public surface (QBM's cluster-aware backup sets are tested against exactly these names)::
 
-    cluster = DoubleCluster(root, peers=3, api_key=None, version="1.18.3", first_peer_id=101)
+    cluster = DoubleCluster(root, peers=3, api_key=None, version="1.18.3", first_peer_id=101,
+                            distinct_hosts=False)   # True: peer i on 127.0.0.<i+1>, one REST port for all
     cluster.start() / cluster.stop() / with DoubleCluster(...) as cluster:
     cluster.peers, cluster.peer_ids (101, 102, ...), cluster.rest_urls, cluster.p2p_uris, cluster.url
     cluster.peer(peer_id) -> QdrantDouble
@@ -86,10 +87,13 @@ class DoubleCluster:
     """N Qdrant doubles acting as one distributed Qdrant (see the module docstring)."""
 
     def __init__(self, root: Path, peers: int = 3, *, api_key: str | None = None, version: str = "1.18.3",
-                 first_peer_id: int = FIRST_PEER_ID) -> None:
+                 first_peer_id: int = FIRST_PEER_ID, distinct_hosts: bool = False) -> None:
         if peers < 1:
             raise ValueError("a cluster needs at least one peer")
         self.root = Path(root)
+        #: Peer i on 127.0.0.<i+1>, all on one REST port, p2p URIs on port 6335 of the same address: a layout where
+        #: "the peer's p2p host with the REST port of the first peer" finds every peer (real clusters look so).
+        self.distinct_hosts = distinct_hosts
         self.layout = ClusterLayout()
         self.alias_table = AliasTable()
         self.peer_ids: list[int] = [first_peer_id + i for i in range(peers)]
@@ -116,13 +120,33 @@ class DoubleCluster:
 
     def start(self) -> DoubleCluster:
         self._stopping.clear()
+        if self.distinct_hosts:
+            self._start_on_distinct_hosts()
+        else:
+            for double in self.peers:
+                double.start(double.port)
+                if double.peer_id not in self.p2p_uris:
+                    self.p2p_uris[double.peer_id] = f"http://127.0.0.1:{_unused_port()}/"
         for double in self.peers:
-            double.start(double.port)
             self.rest_urls[double.peer_id] = double.url
-            if double.peer_id not in self.p2p_uris:
-                self.p2p_uris[double.peer_id] = f"http://127.0.0.1:{_unused_port()}/"
         self.killed.clear()
         return self
+
+    def _start_on_distinct_hosts(self, attempts: int = 20) -> None:
+        """Every peer on its own loopback address and the same port (a free one on all of them)."""
+        for _ in range(attempts):
+            port = self.peers[0].port
+            try:
+                for index, double in enumerate(self.peers):
+                    double.start(port, host=f"127.0.0.{index + 1}")
+                    port = double.port
+                    self.p2p_uris[double.peer_id] = f"http://127.0.0.{index + 1}:6335/"
+                return
+            except OSError:  # that port is taken on one of the addresses: try another one on all of them
+                for double in self.peers:
+                    double.stop()
+                    double.port = None
+        raise RuntimeError(f"no port free on 127.0.0.1-{len(self.peers)} after {attempts} attempts")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -166,7 +190,7 @@ class DoubleCluster:
         """Serve the peer again on the same port; its replicas are Active again, those recovered elsewhere while
         it was down first get the recovered data."""
         double = self.peer(peer_id)
-        double.start(double.port)
+        double.start(double.port, host=double.host)
         with self.layout.lock:
             self.killed.discard(peer_id)
             self.term += 1

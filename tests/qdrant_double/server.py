@@ -168,7 +168,8 @@ class QdrantDouble:
         self.cluster: DoubleCluster | None = None
         #: Collection aliases (a DoubleCluster shares one table between its peers).
         self.alias_table = AliasTable()
-        #: The port served on (kept after stop() so a restart can use it again).
+        #: The address and port served on (kept after stop() so a restart can use them again).
+        self.host = "127.0.0.1"
         self.port: int | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -178,15 +179,15 @@ class QdrantDouble:
 
     # ----- lifecycle ------------------------------------------------------------------------------------
 
-    def start(self, port: int | None = None) -> str:
-        """Serve on 127.0.0.1 in a background thread, on ``port`` (default: a free one); returns the base URL."""
+    def start(self, port: int | None = None, *, host: str = "127.0.0.1") -> str:
+        """Serve on ``host`` (a loopback address) in a background thread, on ``port`` (default: a free one);
+        returns the base URL."""
         if self._server is not None:
             return self.url
         self._stopping.clear()
-        self._server = make_server("127.0.0.1", port or 0, self._wsgi, threaded=True,
-                                   request_handler=_QuietHandler)
-        self.port = self._server.server_port
-        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = make_server(host, port or 0, self._wsgi, threaded=True, request_handler=_QuietHandler)
+        self.host, self.port = host, self._server.server_port
+        self.url = f"http://{host}:{self.port}"
         # A short poll interval keeps stop() (server.shutdown) fast; tests start and stop many doubles.
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="qdrant-double", daemon=True)
