@@ -114,12 +114,11 @@ class DoubleCluster:
         self._resyncs: set[threading.Thread] = set()
         self._stale: set[tuple[str, int, int]] = set()  # (collection, shard, peer) to resync when it is back
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
 
     # ----- lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> DoubleCluster:
-        self._stopping.clear()
+        """Serve every peer (again, on the same addresses after a stop); a killed peer is revived."""
         if self.distinct_hosts:
             self._start_on_distinct_hosts()
         else:
@@ -129,7 +128,8 @@ class DoubleCluster:
                     self.p2p_uris[double.peer_id] = f"http://127.0.0.1:{_unused_port()}/"
         for double in self.peers:
             self.rest_urls[double.peer_id] = double.url
-        self.killed.clear()
+        for peer_id in sorted(self.killed):
+            self._mark_alive(peer_id)
         return self
 
     def _start_on_distinct_hosts(self, attempts: int = 20) -> None:
@@ -149,7 +149,6 @@ class DoubleCluster:
         raise RuntimeError(f"no port free on 127.0.0.1-{len(self.peers)} after {attempts} attempts")
 
     def stop(self) -> None:
-        self._stopping.set()
         self.resync_gate.set()
         self.wait_for_resync(timeout=30)
         for double in self.peers:
@@ -191,6 +190,9 @@ class DoubleCluster:
         it was down first get the recovered data."""
         double = self.peer(peer_id)
         double.start(double.port, host=double.host)
+        self._mark_alive(peer_id)
+
+    def _mark_alive(self, peer_id: int) -> None:
         with self.layout.lock:
             self.killed.discard(peer_id)
             self.term += 1
