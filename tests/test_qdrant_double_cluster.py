@@ -9,6 +9,7 @@ import hashlib
 import io
 import re
 import tarfile
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -73,6 +74,36 @@ def test_every_peer_reports_the_whole_cluster_with_one_leader(qdrant_cluster):
     assert all(re.fullmatch(r"http://127\.0\.0\.1:\d+/", uri) for uri in qdrant_cluster.p2p_uris.values())
     assert set(qdrant_cluster.p2p_uris.values()).isdisjoint(qdrant_cluster.rest_urls.values())
 
+
+def test_peers_are_plain_qdrant_doubles(qdrant_cluster, tmp_path):
+    assert all(isinstance(p, QdrantDouble) for p in qdrant_cluster.peers)
+    assert [qdrant_cluster.peer(p).peer_id for p in PEERS] == PEERS
+    assert [p.root for p in qdrant_cluster.peers] == [qdrant_cluster.root / f"peer-{p}" for p in PEERS]
+    with pytest.raises(KeyError):
+        qdrant_cluster.peer(999)
+    with DoubleCluster(tmp_path / "second", peers=2, first_peer_id=201) as second:  # another cluster beside it
+        assert second.peer_ids == [201, 202]
+        assert result(second.url, path="/cluster")["peer_id"] == 201
+
+
+
+def test_peers_on_distinct_loopback_hosts_share_one_rest_port(tmp_path):
+    """With distinct_hosts, "the p2p URI's host with the first peer's REST port" reaches every peer, as it does in
+    a real cluster where every node serves REST on the same port."""
+    with DoubleCluster(tmp_path / "c", distinct_hosts=True) as cluster:
+        port = urlsplit(cluster.url).port
+        for peer_id, uri in result(cluster.url, path="/cluster")["peers"].items():
+            host = urlsplit(uri["uri"]).hostname
+            assert result(f"http://{host}:{port}", path="/cluster")["peer_id"] == int(peer_id)
+        assert sorted(urlsplit(u).hostname for u in cluster.rest_urls.values()) == [
+            "127.0.0.1", "127.0.0.2", "127.0.0.3"]
+        url = cluster.rest_urls[103]
+        cluster.kill(103)
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(url + "/cluster", timeout=5)
+        cluster.revive(103)
+        assert cluster.rest_urls[103] == url
+        assert result(url, path="/cluster")["peer_id"] == 103
 
 def test_replicas_are_placed_round_robin_and_every_peer_shows_its_share(qdrant_cluster, docs):
     assert {s: set(peers) for s, peers in qdrant_cluster.replicas(docs).items()} == PLACEMENT
@@ -220,6 +251,74 @@ def test_a_single_node_streams_its_shards_too(qdrant):
     assert resp.status_code == 200 and "Content-Length" not in resp.headers
     assert qdrant.snapshot_files("c", 1) == []
     assert list(qdrant.store.tmp_dir.iterdir()) == []
+
+
+def test_a_peer_killed_mid_stream_breaks_the_stream(qdrant_cluster):
+    qdrant_cluster.create_collection("big", size_bytes=6 * 1024 * 1024)  # 1 MiB a shard
+    qdrant_cluster.peer(103).faults.throttle(500_000)
+    resp = requests.get(qdrant_cluster.rest_urls[103] + "/collections/big/shards/1/snapshot", stream=True,
+                        timeout=30)
+    assert resp.status_code == 200
+    chunks = resp.iter_content(4096)
+    received = len(next(chunks))
+    qdrant_cluster.kill(103)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        for chunk in chunks:
+            received += len(chunk)
+    assert received < 1024 * 1024
+    assert qdrant_cluster.replicas("big")[1] == {102: "Active", 103: "Dead"}
+    assert len(stream(qdrant_cluster, 102, 1, "big").content) > 1024 * 1024  # the other replica serves it
+
+
+# ----- collection snapshots through one peer -------------------------------------------------------------------
+
+
+def test_a_collection_snapshot_through_one_peer_holds_only_its_shards(qdrant_cluster, docs):
+    body = _collection_snapshot(qdrant_cluster, 101)
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        names = tar.getnames()
+    by_shard: dict[int, set[str]] = {}
+    for name in names:
+        head, _, rest = name.partition("/")
+        if head.isdigit() and rest:
+            by_shard.setdefault(int(head), set()).add(rest)
+    assert set(by_shard) == set(PLACEMENT)
+    for shard_id, holders in PLACEMENT.items():
+        if 101 in holders:
+            assert any(f.startswith("segments/") for f in by_shard[shard_id]), shard_id
+        else:
+            assert by_shard[shard_id] == {"replica_state.json", "shard_config.json"}, shard_id
+
+
+def test_per_peer_collection_snapshots_restore_the_collection_peer_by_peer(qdrant_cluster, docs):
+    """Qdrant's per-node recipe: each peer's collection snapshot recovered on the same peer after a drop."""
+    before = {s: qdrant_cluster.shard_points(docs, s) for s in PLACEMENT}
+    result(qdrant_cluster.url, "PUT", "/collections/docs/index", json={"field_name": "city", "field_schema": "keyword"})
+    archives = {peer_id: _collection_snapshot(qdrant_cluster, peer_id) for peer_id in (101, 102)}
+    result(qdrant_cluster.url, "DELETE", "/collections/docs")
+
+    upload = requests.post(qdrant_cluster.rest_urls[101] + "/collections/docs/snapshots/upload",
+                           params={"priority": "snapshot"}, files={"snapshot": ("p101.snapshot", archives[101])},
+                           timeout=30)
+    assert upload.status_code == 200, upload.text
+    assert qdrant_cluster.wait_for_resync(10)
+    assert {s: set(p) for s, p in qdrant_cluster.replicas(docs).items()} == PLACEMENT
+    counts = {s: qdrant_cluster.shard_points(docs, s) for s in PLACEMENT}
+    assert counts == {s: before[s] if 101 in holders else 0 for s, holders in PLACEMENT.items()}
+    for peer_id in PEERS:  # the snapshot's payload indexes are the collection's, on every peer
+        assert set(result(qdrant_cluster.rest_urls[peer_id], path="/collections/docs")["payload_schema"]) == {"city"}
+
+    upload = requests.post(qdrant_cluster.rest_urls[102] + "/collections/docs/snapshots/upload",
+                           params={"priority": "snapshot"}, files={"snapshot": ("p102.snapshot", archives[102])},
+                           timeout=30)
+    assert upload.status_code == 200, upload.text
+    assert qdrant_cluster.wait_for_resync(10)
+    assert all_active(qdrant_cluster)
+    assert result(qdrant_cluster.rest_urls[103], "POST", "/collections/docs/points/count", json={}) == {
+        "count": 1200}
+    for peer_id in PEERS:  # every replica has its shard's data, whichever peer's snapshot brought it
+        for local in layout(qdrant_cluster, peer_id)["local_shards"]:
+            assert local["points_count"] == before[local["shard_id"]]
 
 
 # ----- shard recovery -----------------------------------------------------------------------------------
@@ -415,7 +514,40 @@ def test_aliases_are_cluster_wide(qdrant_cluster, docs):
     assert result(qdrant_cluster.url, path="/aliases") == {"aliases": []}
 
 
+
+def test_a_single_node_keeps_aliases_and_indexes_too(qdrant):
+    qdrant.create_collection("c", points=7)
+    result(qdrant.url, "PUT", "/collections/c/index", params={"wait": "false"},
+           json={"field_name": "tag", "field_schema": {"type": "keyword", "is_tenant": True}})
+    assert result(qdrant.url, path="/collections/c")["payload_schema"] == {
+        "tag": {"data_type": "keyword", "params": {"type": "keyword", "is_tenant": True}, "points": 7}}
+    result(qdrant.url, "POST", "/collections/aliases", json={"actions": [
+        {"create_alias": {"collection_name": "c", "alias_name": "a1"}}]})
+    result(qdrant.url, "POST", "/collections/aliases", json={"actions": [
+        {"rename_alias": {"old_alias_name": "a1", "new_alias_name": "a2"}}]})
+    assert result(qdrant.url, path="/collections/c/aliases") == {
+        "aliases": [{"alias_name": "a2", "collection_name": "c"}]}
+    clash = requests.post(qdrant.url + "/collections/aliases", json={"actions": [
+        {"create_alias": {"collection_name": "c", "alias_name": "c"}}]}, timeout=10)
+    assert clash.status_code == 400
+    gone = requests.post(qdrant.url + "/collections/aliases", json={"actions": [
+        {"delete_alias": {"alias_name": "nope"}}]}, timeout=10)
+    assert gone.status_code == 404
+    malformed = requests.post(qdrant.url + "/collections/aliases", json={"actions": [{"make_alias": {}}]},
+                              timeout=10)
+    assert malformed.status_code == 400
+    result(qdrant.url, "DELETE", "/collections/c")
+    assert result(qdrant.url, path="/aliases") == {"aliases": []}
+
 # ----- helpers ---------------------------------------------------------------------------------------------------
+
+
+def _collection_snapshot(cluster: DoubleCluster, peer_id: int) -> bytes:
+    url = cluster.rest_urls[peer_id]
+    name = result(url, "POST", "/collections/docs/snapshots")["name"]
+    body = requests.get(f"{url}/collections/docs/snapshots/{name}", timeout=30).content
+    result(url, "DELETE", f"/collections/docs/snapshots/{name}")
+    return body
 
 
 def _segment_data(archive: bytes) -> list[bytes]:
@@ -428,9 +560,3 @@ def _segment_data(archive: bytes) -> list[bytes]:
                     found.append(segment.extractfile("snapshot/files/data.bin").read())
     return sorted(found)
 
-
-def test_peers_are_plain_qdrant_doubles(qdrant_cluster):
-    assert all(isinstance(p, QdrantDouble) for p in qdrant_cluster.peers)
-    assert [qdrant_cluster.peer(p).peer_id for p in PEERS] == PEERS
-    with pytest.raises(KeyError):
-        qdrant_cluster.peer(999)

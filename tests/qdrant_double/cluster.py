@@ -3,7 +3,8 @@ sharing one layout (which peer holds a replica of which shard, in which state; s
 
 Public surface (QBM's cluster-aware backup sets are tested against exactly these names)::
 
-    cluster = DoubleCluster(root, peers=3, api_key=None, version="1.18.3")
+    cluster = DoubleCluster(root, peers=3, api_key=None, version="1.18.3", first_peer_id=101,
+                            distinct_hosts=False)   # True: peer i on 127.0.0.<i+1>, one REST port for all
     cluster.start() / cluster.stop() / with DoubleCluster(...) as cluster:
     cluster.peers, cluster.peer_ids (101, 102, ...), cluster.rest_urls, cluster.p2p_uris, cluster.url
     cluster.peer(peer_id) -> QdrantDouble
@@ -85,14 +86,17 @@ class ClusterLayout:
 class DoubleCluster:
     """N Qdrant doubles acting as one distributed Qdrant (see the module docstring)."""
 
-    def __init__(self, root: Path, peers: int = 3, *, api_key: str | None = None,
-                 version: str = "1.18.3") -> None:
+    def __init__(self, root: Path, peers: int = 3, *, api_key: str | None = None, version: str = "1.18.3",
+                 first_peer_id: int = FIRST_PEER_ID, distinct_hosts: bool = False) -> None:
         if peers < 1:
             raise ValueError("a cluster needs at least one peer")
         self.root = Path(root)
+        #: Peer i on 127.0.0.<i+1>, all on one REST port, p2p URIs on port 6335 of the same address: a layout where
+        #: "the peer's p2p host with the REST port of the first peer" finds every peer (real clusters look so).
+        self.distinct_hosts = distinct_hosts
         self.layout = ClusterLayout()
         self.alias_table = AliasTable()
-        self.peer_ids: list[int] = [FIRST_PEER_ID + i for i in range(peers)]
+        self.peer_ids: list[int] = [first_peer_id + i for i in range(peers)]
         self.peers: list[QdrantDouble] = []
         for peer_id in self.peer_ids:
             double = QdrantDouble(self.root / f"peer-{peer_id}", api_key=api_key, peer_id=peer_id, version=version)
@@ -110,22 +114,41 @@ class DoubleCluster:
         self._resyncs: set[threading.Thread] = set()
         self._stale: set[tuple[str, int, int]] = set()  # (collection, shard, peer) to resync when it is back
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
 
     # ----- lifecycle ----------------------------------------------------------------------------------
 
     def start(self) -> DoubleCluster:
-        self._stopping.clear()
+        """Serve every peer (again, on the same addresses after a stop); a killed peer is revived."""
+        if self.distinct_hosts:
+            self._start_on_distinct_hosts()
+        else:
+            for double in self.peers:
+                double.start(double.port)
+                if double.peer_id not in self.p2p_uris:
+                    self.p2p_uris[double.peer_id] = f"http://127.0.0.1:{_unused_port()}/"
         for double in self.peers:
-            double.start(double.port)
             self.rest_urls[double.peer_id] = double.url
-            if double.peer_id not in self.p2p_uris:
-                self.p2p_uris[double.peer_id] = f"http://127.0.0.1:{_unused_port()}/"
-        self.killed.clear()
+        for peer_id in sorted(self.killed):
+            self._mark_alive(peer_id)
         return self
 
+    def _start_on_distinct_hosts(self, attempts: int = 20) -> None:
+        """Every peer on its own loopback address and the same port (a free one on all of them)."""
+        for _ in range(attempts):
+            port = self.peers[0].port
+            try:
+                for index, double in enumerate(self.peers):
+                    double.start(port, host=f"127.0.0.{index + 1}")
+                    port = double.port
+                    self.p2p_uris[double.peer_id] = f"http://127.0.0.{index + 1}:6335/"
+                return
+            except OSError:  # that port is taken on one of the addresses: try another one on all of them
+                for double in self.peers:
+                    double.stop()
+                    double.port = None
+        raise RuntimeError(f"no port free on 127.0.0.1-{len(self.peers)} after {attempts} attempts")
+
     def stop(self) -> None:
-        self._stopping.set()
         self.resync_gate.set()
         self.wait_for_resync(timeout=30)
         for double in self.peers:
@@ -166,7 +189,10 @@ class DoubleCluster:
         """Serve the peer again on the same port; its replicas are Active again, those recovered elsewhere while
         it was down first get the recovered data."""
         double = self.peer(peer_id)
-        double.start(double.port)
+        double.start(double.port, host=double.host)
+        self._mark_alive(peer_id)
+
+    def _mark_alive(self, peer_id: int) -> None:
         with self.layout.lock:
             self.killed.discard(peer_id)
             self.term += 1
@@ -192,25 +218,29 @@ class DoubleCluster:
         """What ``PUT /collections/{name}`` on any peer does: the collection on every peer, replicas placed."""
         shard_number = int(config["params"]["shard_number"])
         replication_factor = min(int(config["params"].get("replication_factor") or 1), len(self.peer_ids))
-        with self.layout.lock:
-            if name in self.layout.replicas or self.collection_exists(name):
-                raise errors.wrong_input(f"Collection `{name}` already exists!")
-            placement = {
-                shard: {self.peer_ids[(shard + r) % len(self.peer_ids)]: "Active" for r in range(replication_factor)}
-                for shard in range(shard_number)}
-            for peers in placement.values():
-                for peer_id in peers:
-                    if peer_id in self.killed:
-                        peers[peer_id] = "Dead"
-            tree = self.peers[0].store.build_tree(f"cluster-{name}", config=config, points=points,
-                                                  size_bytes=size_bytes)
-            try:
+        if self.collection_exists(name):
+            raise errors.wrong_input(f"Collection `{name}` already exists!")
+        # Built once outside the lock (it may be large); the peers' copies are hard links to it.
+        tree = self.peers[0].store.build_tree(f"cluster-{name}", config=config, points=points,
+                                              size_bytes=size_bytes)
+        try:
+            with self.layout.lock:
+                if name in self.layout.replicas or self.collection_exists(name):
+                    raise errors.wrong_input(f"Collection `{name}` already exists!")
+                placement = {
+                    shard: {self.peer_ids[(shard + r) % len(self.peer_ids)]: "Active"
+                            for r in range(replication_factor)}
+                    for shard in range(shard_number)}
+                for peers in placement.values():
+                    for peer_id in peers:
+                        if peer_id in self.killed:
+                            peers[peer_id] = "Dead"
                 for double in self.peers:
                     double.store.install(name, tree, replicas=placement)
-            finally:
-                _remove_tree(tree)
-            self.layout.place(name, placement)
-            self.commit += 1
+                self.layout.place(name, placement)
+                self.commit += 1
+        finally:
+            _remove_tree(tree)
 
     def drop_collection(self, name: str) -> bool:
         """What ``DELETE /collections/{name}`` on any peer does: gone from every peer, with its aliases."""
@@ -360,6 +390,27 @@ class DoubleCluster:
                 self._resyncs.add(thread)
             thread.start()
 
+    def recover_collection(self, peer_id: int, name: str, archive: Path) -> None:
+        """A collection snapshot recovered through ``peer_id`` (C5/C6): a missing collection is first created on
+        every peer from the snapshot's config (empty); then that peer's replicas take the archive's data for their
+        shards (which the archive must hold) and the other replicas of those shards resync from them. Shards the
+        peer does not hold are left alone, whatever the archive has for them."""
+        store = self.peer(peer_id).store
+        if not store.exists(name):
+            try:
+                self.create_from_config(name, Store.snapshot_config(archive))
+            except errors.ApiError as exc:
+                if not store.exists(name):  # not a race with another recovery creating it
+                    raise exc from None
+        local = {shard for shard, peers in self.layout.shards(name).items() if peer_id in peers}
+        store.recover_collection(name, archive, local_shards=local)
+        indexes = store.payload_indexes(name)  # collection-wide in Qdrant (consensus): the snapshot's, everywhere
+        for other in self.peers:
+            if other.store is not store:
+                other.store.set_payload_indexes(name, indexes)
+        for shard_id in sorted(local):
+            self.replica_recovered(peer_id, name, shard_id)
+
     def wait_for_resync(self, timeout: float = 30.0) -> bool:
         """True when no replica resync is running (within ``timeout``)."""
         deadline = time.monotonic() + timeout
@@ -386,15 +437,19 @@ class DoubleCluster:
                 self.peer(target).store.install_shard(name, shard_id, self.peer(source).store,
                                                       self.layout.shards(name)[shard_id])
                 with self.layout.lock:
+                    peers = self.layout.replicas.get(name, {}).get(shard_id, {})
                     if target in self.killed:
                         self._stale.add((name, shard_id, target))
-                        self.layout.replicas[name][shard_id][target] = "Dead"
-                    else:
-                        self.layout.replicas[name][shard_id][target] = "Active"
+                        peers[target] = "Dead"
+                    elif peers.get(target) == "Partial":  # not marked Dead again by a later recovery meanwhile
+                        peers[target] = "Active"
             finally:
                 with self.layout.lock:
                     if name in self.layout.transfers:
                         self.layout.transfers[name] = [t for t in self.layout.transfers[name] if t is not transfer]
+        except errors.ApiError as exc:  # the collection was dropped meanwhile
+            log.info("qdrant double cluster: resync of %s shard %s to peer %s ended: %s", name, shard_id, target,
+                     exc.message)
         except Exception:  # noqa: BLE001 - a test double's background work: logged, replica stays non-Active
             log.exception("qdrant double cluster: resync of %s shard %s to peer %s failed", name, shard_id, target)
         finally:

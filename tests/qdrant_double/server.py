@@ -168,7 +168,8 @@ class QdrantDouble:
         self.cluster: DoubleCluster | None = None
         #: Collection aliases (a DoubleCluster shares one table between its peers).
         self.alias_table = AliasTable()
-        #: The port served on (kept after stop() so a restart can use it again).
+        #: The address and port served on (kept after stop() so a restart can use them again).
+        self.host = "127.0.0.1"
         self.port: int | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -178,15 +179,15 @@ class QdrantDouble:
 
     # ----- lifecycle ------------------------------------------------------------------------------------
 
-    def start(self, port: int | None = None) -> str:
-        """Serve on 127.0.0.1 in a background thread, on ``port`` (default: a free one); returns the base URL."""
+    def start(self, port: int | None = None, *, host: str = "127.0.0.1") -> str:
+        """Serve on ``host`` (a loopback address) in a background thread, on ``port`` (default: a free one);
+        returns the base URL."""
         if self._server is not None:
             return self.url
         self._stopping.clear()
-        self._server = make_server("127.0.0.1", port or 0, self._wsgi, threaded=True,
-                                   request_handler=_QuietHandler)
-        self.port = self._server.server_port
-        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = make_server(host, port or 0, self._wsgi, threaded=True, request_handler=_QuietHandler)
+        self.host, self.port = host, self._server.server_port
+        self.url = f"http://{host}:{self.port}"
         # A short poll interval keeps stop() (server.shutdown) fast; tests start and stop many doubles.
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="qdrant-double", daemon=True)
@@ -670,10 +671,17 @@ class QdrantDouble:
         os.replace(upload, target)
 
         def work() -> bool:
-            self.store.recover_collection(name, target)
+            self._recover_collection(name, target)
             return True
 
         return self._run(work, wait, started)
+
+    def _recover_collection(self, name: str, archive: Path) -> None:
+        """A single node takes the whole archive; a cluster peer only its own shards (the cluster decides)."""
+        if self.cluster is not None:
+            self.cluster.recover_collection(self.peer_id, name, archive)
+        else:
+            self.store.recover_collection(name, archive)
 
     # ----- shard snapshots (S1-S4, S6, S7) -----------------------------------------------------------------
 
@@ -779,14 +787,14 @@ class QdrantDouble:
             path, digest = self._fetch(location, api_key)
             try:
                 _check_checksum(checksum, digest)
-                self.store.recover_collection(name, path)
+                self._recover_collection(name, path)
             finally:
                 path.unlink(missing_ok=True)
         elif scheme == "file":
             path = self._local_snapshot_file(location)
             if checksum is not None:
                 _check_checksum(checksum, sha256_file(path))
-            self.store.recover_collection(name, path)
+            self._recover_collection(name, path)
         else:
             raise errors.bad_request(f"Unsupported snapshot location `{location}`: "
                                      "expected an http(s):// or file:// URL")
@@ -879,6 +887,9 @@ class QdrantDouble:
                     self._stopping.wait(plan.stall_seconds)
                 if plan.stall_seconds is not None and not stalled:
                     want = min(want, plan.stall_after - sent)
+                if self._stopping.is_set():  # stopped (a cluster peer killed): in-flight downloads break off
+                    _drop_connection(sock)
+                    return
                 chunk = fileobj.read(want)
                 if not chunk:
                     return

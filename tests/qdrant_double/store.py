@@ -234,7 +234,8 @@ class Store:
                 raise errors.wrong_input(f"Collection `{name}` already exists!")
             staging = self._tmp_path(f"install-{name}")
             try:
-                shutil.copytree(tree, staging)
+                # Hard links: every file here is replaced, never rewritten in place, so peers may share them.
+                shutil.copytree(tree, staging, copy_function=_link_or_copy)
                 for shard_id, peers in replicas.items():
                     shard_dir = staging / str(shard_id)
                     if self.peer_id not in peers:
@@ -247,7 +248,9 @@ class Store:
                 shutil.rmtree(staging, ignore_errors=True)
 
     def _write_replica_state(self, shard_dir: Path, peers: dict[int, str]) -> None:
-        (shard_dir / "replica_state.json").write_text(json.dumps(
+        target = shard_dir / "replica_state.json"
+        target.unlink(missing_ok=True)  # it may be a hard link shared with another peer
+        target.write_text(json.dumps(
             {"is_local": self.peer_id in peers, "this_peer_id": self.peer_id,
              "peers": {str(peer): state for peer, state in peers.items()}}))
 
@@ -343,10 +346,15 @@ class Store:
         with self.locked(name):
             indexes = self.payload_indexes(name)
             indexes[field_name] = schema
+            self.set_payload_indexes(name, indexes)
+
+    def set_payload_indexes(self, name: str, indexes: dict[str, Any]) -> None:
+        with self.locked(name):
+            self.require(name)
             target = self.collection_dir(name) / "payload_index.json"
             tmp = target.with_suffix(".tmp")
             tmp.write_text(json.dumps(indexes))
-            os.replace(tmp, target)
+            os.replace(tmp, target)  # replaced, never rewritten in place: peers may share the old file
 
     def shard_points(self, name: str, shard_id: int) -> int:
         return _shard_points(self.collection_dir(name) / str(shard_id))
@@ -510,20 +518,28 @@ class Store:
 
     # ----- recovery ---------------------------------------------------------------------------------------
 
-    def recover_collection(self, name: str, archive: Path) -> None:
+    def recover_collection(self, name: str, archive: Path, *, local_shards: set[int] | None = None) -> None:
         """Replace (or create) collection ``name`` from a collection snapshot archive.
 
         The archive is unpacked and fully validated in the temp dir first; any problem answers 400 and
-        the existing collection is not touched.
+        the existing collection is not touched. A cluster peer passes ``local_shards``, the shards it holds a
+        replica of: only those are taken from the archive (which must have their data), the others stay as they
+        are (what real Qdrant keeps of a remote shard).
         """
         staging = self._tmp_path(f"recover-{name}")
         try:
             _unpack(archive, staging)
-            config = self._validate_collection_tree(staging)
+            config = self._validate_collection_tree(staging, local_shards)
             with self.locked(name):
                 shard_ids = list(range(int(config["params"]["shard_number"])))
                 if self.exists(name):
                     _check_compatible(self.config(name), config)
+                if local_shards is not None:
+                    self.require(name)
+                    for shard_id in set(shard_ids) - local_shards:
+                        shutil.rmtree(staging / str(shard_id), ignore_errors=True)
+                        shutil.copytree(self.collection_dir(name) / str(shard_id), staging / str(shard_id))
+                    shard_ids = sorted(local_shards)
                 for shard_id in shard_ids:
                     self.set_shard_state(name, shard_id, "ManualRecovery")
                 try:
@@ -563,7 +579,7 @@ class Store:
         os.replace(staging, target)
         shutil.rmtree(trash, ignore_errors=True)
 
-    def _validate_collection_tree(self, tree: Path) -> dict[str, Any]:
+    def _validate_collection_tree(self, tree: Path, local_shards: set[int] | None = None) -> dict[str, Any]:
         try:
             config = json.loads((tree / "config.json").read_text())
             shard_number = int(config["params"]["shard_number"])
@@ -577,8 +593,25 @@ class Store:
                 f"Snapshot is not compatible with this Qdrant: collection format version {version.strip()} is "
                 f"newer than {FORMAT_VERSION}")
         for shard_id in range(shard_number):
-            _validate_shard_tree(tree / str(shard_id), f"shard {shard_id}")
+            if local_shards is None or shard_id in local_shards:
+                _validate_shard_tree(tree / str(shard_id), f"shard {shard_id}")
         return config
+
+    @staticmethod
+    def snapshot_config(archive: Path) -> dict[str, Any]:
+        """The CollectionConfig inside a collection snapshot, read without unpacking the rest (400 if none)."""
+        try:
+            with tarfile.open(archive, "r:") as tar:
+                for member in tar:
+                    if member.name in ("config.json", "./config.json") and member.isfile():
+                        source = tar.extractfile(member)
+                        if source is not None:
+                            config = json.loads(source.read())
+                            int(config["params"]["shard_number"])
+                            return config
+        except (tarfile.TarError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+            raise errors.wrong_input(f"Snapshot is not a valid collection snapshot: {exc}") from None
+        raise errors.wrong_input("Snapshot is not a valid collection snapshot: it has no config.json")
 
 
 def _check_compatible(existing: dict[str, Any], incoming: dict[str, Any]) -> None:
@@ -630,6 +663,13 @@ def _payload_index_info(schema: Any, points: int) -> dict[str, Any]:
 def _shard_points(shard_dir: Path) -> int:
     return sum(int(json.loads(p.read_text())["double"]["points_count"])
                for p in (shard_dir / "segments").glob("*/segment.json"))
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _copy_tree_without_segments(source: Path, target: Path) -> None:
