@@ -216,3 +216,18 @@ def test_shard_jobs_go_to_a_peer_that_holds_the_shard(app, client, jobs, worker,
     assert restored["status"] == "completed", (restored, worker.log()[-3000:])
     assert restored["metadata"]["peer_url"] in holders
     assert restored["metadata"]["restored_points"] == qdrant_cluster.shard_points(docs, shard)
+
+
+def test_peers_on_their_own_hosts_need_no_peer_map(tmp_path, redis_url, key_prefix, secret_key):  # noqa: ANN001
+    """The default rule: a peer's REST URL is its p2p URI's host with QBM_QDRANT_URL's port (one Qdrant per host)."""
+    from api.app import create_app
+    from tests.qdrant_double import DoubleCluster
+
+    with DoubleCluster(tmp_path / "hosts", peers=3, distinct_hosts=True) as cluster:
+        cluster.create_collection("docs", points=60, shard_number=3, replication_factor=1)
+        config = make_engine_config(redis_url, key_prefix, cluster.url, tmp_path, secret_key)  # no QBM_QDRANT_PEERS
+        client = create_app(config).test_client()
+        members = client.get("/api/v1/cluster").get_json()["result"]["members"]
+        assert {m["peer_id"]: (m["rest_url"], m["reachable"]) for m in members} == {
+            pid: (url, True) for pid, url in cluster.rest_urls.items()}
+        assert len({m["rest_url"] for m in members}) == 3
