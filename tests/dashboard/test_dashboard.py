@@ -135,11 +135,12 @@ def test_a_schedule_refused_by_the_api_shows_the_message_at_its_field_then_is_cr
     qdrant.create_collection("docs", points=10)
     dash = open_dashboard(api)
     page = dash.open("#schedules")
-    page.get_by_label("Name").fill("nightly")
-    page.get_by_label("Cron (5 fields)").fill("61 2 * * *")
-    page.get_by_label("Time zone (IANA)").fill("Europe/Berlin")
-    page.get_by_label("Keep the newest").fill("7")
-    page.get_by_role("button", name="Create schedule").click()
+    form = page.get_by_role("form", name="New schedule")
+    form.get_by_label("Name").fill("nightly")
+    form.get_by_label("Cron (5 fields)").fill("61 2 * * *")
+    form.get_by_label("Time zone (IANA)").fill("Europe/Berlin")
+    form.get_by_label("Keep the newest").fill("7")
+    form.get_by_role("button", name="Create schedule").click()
 
     refused = call(api, "POST", "/schedules", json={"name": "nightly", "cron": "61 2 * * *",
                                                     "timezone": "Europe/Berlin", "collections": ["*"]})
@@ -147,12 +148,12 @@ def test_a_schedule_refused_by_the_api_shows_the_message_at_its_field_then_is_cr
     message = refused.json()["status"]["error"]
     assert message.startswith("cron: ")
     expect(page.locator("#sch-cron-error")).to_have_text(message)
-    expect(page.get_by_label("Cron (5 fields)")).to_have_attribute("aria-describedby", "sch-cron-error")
+    expect(form.get_by_label("Cron (5 fields)")).to_have_attribute("aria-describedby", "sch-cron-error")
     dash.screenshot("schedule-refused")
     assert call(api, "GET", "/schedules").json()["result"] == []
 
-    page.get_by_label("Cron (5 fields)").fill("30 2 * * *")
-    page.get_by_role("button", name="Create schedule").click()
+    form.get_by_label("Cron (5 fields)").fill("30 2 * * *")
+    form.get_by_role("button", name="Create schedule").click()
     row = page.locator("tr[data-schedule='nightly']")
     expect(row).to_contain_text("cron 30 2 * * * (Europe/Berlin)")
     expect(row).to_contain_text("keeps the 7 newest")
@@ -228,21 +229,22 @@ def test_storage_backends_are_created_tested_and_made_default_with_refusals_at_t
         api, open_dashboard, dash_config):
     dash = open_dashboard(api)
     page = dash.open("#storage")
+    form = page.get_by_role("form", name="New storage backend")
     expect(page.locator("tr[data-storage]")).to_have_count(1)  # the default registered at first start
 
-    page.get_by_label("Name").fill("archive")
-    page.get_by_label("Directory").fill("/etc/qbm-outside")
-    page.get_by_role("button", name="Create storage backend").click()
+    form.get_by_label("Name").fill("archive")
+    form.get_by_label("Directory").fill("/etc/qbm-outside")
+    form.get_by_role("button", name="Create storage backend").click()
     refused = call(api, "POST", "/storage", json={"name": "archive", "type": "local", "path": "/etc/qbm-outside",
                                                   "is_default": False})
     assert refused.status_code == 422
     expect(page.locator("#st-path-error")).to_have_text(refused.json()["status"]["error"])
     dash.screenshot("storage-refused")
 
-    page.get_by_label("Directory").fill(str(Path(dash_config.data_dir) / "archive"))
-    page.get_by_role("button", name="Test", exact=True).click()
-    expect(page.get_by_role("status")).to_contain_text("Test passed")
-    page.get_by_role("button", name="Create storage backend").click()
+    form.get_by_label("Directory").fill(str(Path(dash_config.data_dir) / "archive"))
+    form.get_by_role("button", name="Test", exact=True).click()
+    expect(form.get_by_role("status")).to_contain_text("Test passed")
+    form.get_by_role("button", name="Create storage backend").click()
     row = page.locator("tr[data-storage='archive']")
     expect(row).to_be_visible()
     expect(page.locator("#st-path-error")).to_be_hidden()
@@ -251,8 +253,8 @@ def test_storage_backends_are_created_tested_and_made_default_with_refusals_at_t
     assert _default_storage(api)["name"] == "archive"
 
     # S3 secrets are write-only: a password field, empty after saving, never in what the API returns.
-    page.get_by_label("Type").select_option("s3")
-    expect(page.get_by_label("Secret key (write-only: never shown again)")).to_have_attribute("type", "password")
+    form.get_by_label("Type").select_option("s3")
+    expect(form.get_by_label("Secret key (write-only: never shown again)")).to_have_attribute("type", "password")
     dash.screenshot("storage")
 
 

@@ -14,13 +14,22 @@ class ApiError extends Error {
   }
 }
 
-// "field: text; other.field: text" (the API's 422 sentences) -> {field: text, ...}; the rest under _form.
+// "field: text; other.field: text" (the API's 422 sentences) -> {field: text, ...}, for the fields a form has;
+// a "; " not followed by one of those fields' names is part of the sentence. The rest goes under _form.
 function fieldErrors(message, fields) {
+  const named = (part) => {
+    const m = /^([A-Za-z_][\w.]*): /.exec(part);
+    return m && fields.some((f) => m[1] === f || m[1].startsWith(f + ".")) ? m[1] : null;
+  };
+  const parts = [];
+  for (const piece of String(message).split("; ")) {
+    if (parts.length && !named(piece)) parts[parts.length - 1] += "; " + piece;
+    else parts.push(piece);
+  }
   const out = {};
-  for (const part of String(message).split("; ")) {
-    const m = /^([A-Za-z_][\w.]*): (.*)$/s.exec(part);
-    const name = m && fields.find((f) => m[1] === f || m[1].startsWith(f + "."));
-    if (name) out[m[1]] = part;
+  for (const part of parts) {
+    const name = named(part);
+    if (name) out[name] = part;
     else out._form = out._form ? out._form + "; " + part : part;
   }
   return out;
