@@ -43,6 +43,7 @@ def local_time_title(iso: str) -> str:
 def test_backup_started_from_the_overview_moves_its_progress_bar_to_100(api, worker, qdrant, open_dashboard):
     qdrant.create_collection("docs", points=1200, size_bytes=3 * 1024 * 1024, shard_number=2)
     qdrant.create_collection("products", points=300)
+    qdrant.create_collection("images", points=50)
     # A failed job beforehand, so the jobs page has an error sentence to show.
     qdrant.faults.fail_next(1, status=400, path_contains="/collections/products/snapshots")
     failed = call(api, "POST", "/jobs", json={"type": "backup", "collection_name": "products"}).json()["result"]
@@ -72,18 +73,39 @@ def test_backup_started_from_the_overview_moves_its_progress_bar_to_100(api, wor
     page.get_by_label("Status").select_option("failed")
     expect(page.locator("tr[data-job]")).to_have_count(1)
     expect(page.locator(f"tr[data-job='{failed['id']}'] .job-error")).to_have_text(failed["error"])
-    expect(page.get_by_role("button", name=f"Retry job {failed['id']}")).to_be_visible()
     dash.screenshot("jobs-failed")
+    # Retry resumes it (the fault was a one-off): it leaves the failed list and completes.
+    page.get_by_role("button", name=f"Retry job {failed['id']}").click()
+    expect(page.locator("tr[data-job]")).to_have_count(0)
+    page.get_by_label("Status").select_option("")
+    expect(page.locator(f"tr[data-job='{failed['id']}'] .badge")).to_have_text("completed", timeout=60_000)
+    expect(page.locator(f"tr[data-job='{failed['id']}'] .job-error")).to_be_hidden()
 
-    # Back on the overview: docs has a fresh backup shown in local time with UTC on hover, products none.
+    # A schedule for docs whose run fails: listed on the overview, and docs stands out.
+    schedule = call(api, "POST", "/schedules", json={"name": "docs-nightly", "cron": "30 2 * * *",
+                                                     "collections": ["docs"]}).json()["result"]
+    qdrant.faults.fail_next(1, status=400, path_contains="/collections/docs/snapshots")
+    run = call(api, "POST", f"/schedules/{schedule['id']}/run").json()["result"]
+    run_job = finished_job(api, run["job_ids"][0])
+    assert run_job["status"] == "failed"
+    wait_until(lambda: call(api, "GET", f"/schedules/{schedule['id']}").json()["result"]["last_run"]["status"]
+               == "failed", what="the schedule's last run to be failed")
+
+    # Back on the overview: docs's newest backup in local time with UTC on hover; images has none.
     page.get_by_role("link", name="Overview").click()
+    failed_runs = page.locator(".card", has_text="Schedules whose last run failed")
+    expect(failed_runs).to_contain_text("docs-nightly")
+    expect(failed_runs).to_contain_text(f"docs: {run_job['error']}")
+    expect(page.locator("tr[data-collection='docs']")).to_contain_text(
+        "schedule docs-nightly ran since without a newer backup")
     backup = call(api, "GET", "/backups", params={"storage_id": _default_storage(api)["id"],
                                                    "collection": "docs"}).json()["result"]["items"][0]
     newest = page.locator("tr[data-collection='docs'] time")
     expect(newest).to_have_attribute("title", local_time_title(backup["created_at"]))
     expect(newest).not_to_have_text(re.compile(re.escape(backup["created_at"][11:16])))  # Kolkata is UTC+05:30
     expect(page.locator("tr[data-collection='docs']")).not_to_contain_text("no backup")
-    expect(page.locator("tr[data-collection='products']")).to_contain_text("no backup")
+    expect(page.locator("tr[data-collection='products'] .warn")).to_be_hidden()
+    expect(page.locator("tr[data-collection='images']")).to_contain_text("no backup")
     dash.screenshot("overview", readme_name="dashboard-overview.png")
 
 
@@ -107,8 +129,10 @@ def test_a_backup_is_restored_under_a_new_name_then_deleted_after_confirmation(a
     dash.screenshot("backups")
 
     row.get_by_role("button", name=f"Restore backup {backup_id}").click()
-    page.get_by_label("Restore as collection").fill("docs-copy")
-    page.get_by_role("button", name="Restore", exact=True).click()
+    # The dialog takes the keyboard: focus is in its field, Enter restores.
+    expect(page.get_by_label("Restore as collection")).to_be_focused()
+    page.keyboard.type("docs-copy")
+    page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(r"#jobs$"))
     restore = page.locator("tr[data-job]", has_text="docs-copy")
     expect(restore).to_contain_text("restore")
@@ -124,6 +148,9 @@ def test_a_backup_is_restored_under_a_new_name_then_deleted_after_confirmation(a
     expect(dialog).to_contain_text(backup_id)
     dialog.get_by_role("button", name="Keep it").click()
     expect(dialog).to_be_hidden()
+    row.get_by_role("button", name=f"Delete backup {backup_id}").click()
+    page.keyboard.press("Escape")  # so does Escape
+    expect(dialog).to_be_hidden()
     assert call(api, "GET", f"/backups/{_default_storage(api)['id']}/{backup_id}").status_code == 200
     row.get_by_role("button", name=f"Delete backup {backup_id}").click()
     dialog.get_by_role("button", name="Delete backup").click()
@@ -135,7 +162,7 @@ def test_a_schedule_refused_by_the_api_shows_the_message_at_its_field_then_is_cr
     qdrant.create_collection("docs", points=10)
     dash = open_dashboard(api)
     page = dash.open("#schedules")
-    form = page.get_by_role("form", name="New schedule")
+    form = page.locator("form:has(#sch-name)")
     form.get_by_label("Name").fill("nightly")
     form.get_by_label("Cron (5 fields)").fill("61 2 * * *")
     form.get_by_label("Time zone (IANA)").fill("Europe/Berlin")
@@ -167,6 +194,15 @@ def test_a_schedule_refused_by_the_api_shows_the_message_at_its_field_then_is_cr
     assert call(api, "GET", f"/schedules/{stored['id']}").json()["result"]["enabled"] is False
     row.get_by_role("button", name="Enable schedule nightly").click()
     expect(row.get_by_role("button", name="Disable schedule nightly")).to_be_visible()
+
+    row.get_by_role("button", name="Edit schedule nightly").click()
+    expect(form.get_by_role("heading")).to_have_text("Edit schedule nightly")
+    expect(form.get_by_label("Cron (5 fields)")).to_have_value("30 2 * * *")
+    form.get_by_label("Keep the newest").fill("3")
+    form.get_by_role("button", name="Save schedule").click()
+    expect(row).to_contain_text("keeps the 3 newest")
+    assert call(api, "GET", f"/schedules/{stored['id']}").json()["result"]["retention"]["keep_last"] == 3
+    expect(form.get_by_role("heading")).to_have_text("New schedule")
 
     row.get_by_role("button", name="Run schedule nightly now").click()
     expect(row).not_to_contain_text("never")
@@ -214,7 +250,7 @@ def test_with_api_keys_the_page_shows_nothing_until_a_right_key_is_given(start_a
 
     sent.clear()
     key_field.fill("right-key-0123")
-    page.get_by_role("button", name="Use this key").click()
+    key_field.press("Enter")
     expect(page.locator("tr[data-collection='secretive']")).to_be_visible()
     expect(key_field).to_be_hidden()
     assert sent and all(h.get("authorization") == "Bearer right-key-0123" for h in sent)

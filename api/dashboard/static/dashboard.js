@@ -73,6 +73,7 @@ document.addEventListener("alpine:init", () => {
       { name: "s3_secret_key", label: "Secret key (write-only: never shown again)", secret: true },
     ],
     errors: { schedule: {}, storage: {}, restore: {} },
+    runErrors: {},
     restoreOf: null, restoreTarget: "",
     confirm: { text: "", label: "", action: null, error: "" },
     polling: false,
@@ -180,6 +181,7 @@ document.addEventListener("alpine:init", () => {
           this.call("GET", "/jobs?status=running&limit=50"), this.call("GET", "/jobs?status=pending&limit=50")]);
         this.activeJobs = [...running.items, ...pending.items];
         this.schedules = await this.call("GET", "/schedules");
+        await this.explainFailedRuns();
         this.storages = await this.call("GET", "/storage");
         await this.loadCollections();
       });
@@ -241,6 +243,24 @@ document.addEventListener("alpine:init", () => {
         }
       }
       return "";
+    },
+
+    // A run whose jobs failed has no error of its own: the first failed job's sentence says why.
+    async explainFailedRuns() {
+      for (const s of this.failedSchedules) {
+        if (s.last_run.error || this.runErrors[s.last_run.at + s.id]) continue;
+        for (const id of s.last_run.job_ids) {
+          const job = await this.call("GET", `/jobs/${encodeURIComponent(id)}`);
+          if (job.error) {
+            this.runErrors = { ...this.runErrors, [s.last_run.at + s.id]: `${job.collection_name}: ${job.error}` };
+            break;
+          }
+        }
+      }
+    },
+
+    runError(s) {
+      return s.last_run.error || this.runErrors[s.last_run.at + s.id] || "failed";
     },
 
     get failedSchedules() {
