@@ -319,3 +319,47 @@ def test_api_docs_load_without_any_outside_request(api, open_dashboard):
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("Qdrant Backup Manager", timeout=30_000)
     assert any("/dashboard/static/vendor/swagger-ui-dist" in url for url in dash.requested)
     dash.screenshot("docs")
+
+
+def test_an_s3_secret_key_is_sent_once_and_never_shown(api, open_dashboard, s3_server, s3_bucket):
+    dash = open_dashboard(api)
+    page = dash.open("#storage")
+    form = page.locator("form:has(#st-name)")
+    form.get_by_label("Name").fill("minio")
+    form.get_by_label("Type").select_option("s3")
+    form.get_by_label("Endpoint URL").fill(s3_server.endpoint)
+    form.get_by_label("Bucket").fill(s3_bucket)
+    form.get_by_label("Region").fill(s3_server.region)
+    form.get_by_label("Access key").fill(s3_server.access_key)
+    form.get_by_label("Secret key (write-only: never shown again)").fill(s3_server.secret_key)
+    form.get_by_role("button", name="Test", exact=True).click()
+    expect(form.get_by_role("status")).to_contain_text("Test passed")
+    form.get_by_role("button", name="Create storage backend").click()
+    expect(page.locator("tr[data-storage='minio']")).to_contain_text(s3_bucket)
+    expect(form.get_by_label("Secret key (write-only: never shown again)")).to_have_value("")
+    assert s3_server.secret_key not in page.content()
+    stored = next(s for s in call(api, "GET", "/storage").json()["result"] if s["name"] == "minio")
+    assert "s3_secret_key" not in stored
+    dash.screenshot("storage-s3")
+
+
+def test_jobs_are_paged_and_filtered_by_type(api, qdrant, open_dashboard):
+    qdrant.create_collection("docs", points=10)
+    ids = [call(api, "POST", "/jobs", json={"type": "backup", "collection_name": "docs"}).json()["result"]["id"]
+           for _ in range(23)]  # no worker: they stay pending
+    dash = open_dashboard(api)
+    page = dash.open("#jobs")
+    filters = page.locator("section:has(#jobs-title) form.filters")
+    expect(page.locator("tr[data-job]")).to_have_count(20)
+    expect(page.get_by_role("navigation", name="Job pages")).to_contain_text("Page 1 of 2 (23 jobs)")
+    expect(page.locator(f"tr[data-job='{ids[-1]}']")).to_be_visible()  # newest first
+    page.get_by_role("button", name="Next").click()
+    expect(page.locator("tr[data-job]")).to_have_count(3)
+    expect(page.locator(f"tr[data-job='{ids[0]}']")).to_be_visible()
+    filters.get_by_label("Type").select_option("restore")
+    expect(page.locator("tr[data-job]")).to_have_count(0)
+    expect(page.get_by_text("No jobs.")).to_be_visible()
+    filters.get_by_label("Type").select_option("backup")
+    filters.get_by_label("Status").select_option("pending")
+    expect(page.get_by_role("navigation", name="Job pages")).to_contain_text("Page 1 of 2 (23 jobs)")
+    dash.screenshot("jobs-paged")
