@@ -135,6 +135,11 @@ class Page:
         return path
 
 
+def _api_refusal(message: Any) -> bool:
+    return ("/api/v1/" in (message.location.get("url") or "")
+            and "the server responded with a status of 4" in message.text)
+
+
 @pytest.fixture
 def open_dashboard(browser: Any, tmp_path: Path) -> Iterator[Callable[..., Page]]:
     """Open a fresh browser context (its own storage, the Asia/Kolkata time zone so local times differ from UTC,
@@ -159,6 +164,10 @@ def open_dashboard(browser: Any, tmp_path: Path) -> Iterator[Callable[..., Page]
 
         context.route("**/*", guard)
         page.page.on("pageerror", lambda exc: page.script_errors.append(str(exc)))
+        # Console errors too (a Content-Security-Policy violation, a missing asset), except the API's 4xx answers
+        # the tests provoke on purpose (refusals, 401 before a key), which the browser logs as failed resources.
+        page.page.on("console", lambda msg: page.script_errors.append(f"{msg.text} ({msg.location.get('url')})")
+                     if msg.type == "error" and not _api_refusal(msg) else None)
         page.page.set_default_timeout(30_000)
         pages.append(page)
         return page
