@@ -222,6 +222,10 @@ def test_cancelling_a_running_backup_from_the_jobs_page(api, worker, qdrant, ope
     expect(row.locator(".badge")).to_have_text("running", timeout=30_000)
     expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", MOVING, timeout=30_000)
     job_id = row.get_attribute("data-job")
+    # The overview lists it among the running jobs.
+    page.get_by_role("link", name="Overview").click()
+    expect(page.locator(".card", has_text="Running jobs")).to_contain_text("backup of big: running")
+    page.get_by_role("link", name="Jobs", exact=True).click()
     row.get_by_role("button", name=f"Cancel job {job_id}").click()
     expect(row.locator(".badge")).to_have_text("cancelled", timeout=30_000)
     expect(row.get_by_role("button", name=f"Retry job {job_id}")).to_be_visible()
@@ -363,3 +367,18 @@ def test_jobs_are_paged_and_filtered_by_type(api, qdrant, open_dashboard):
     filters.get_by_label("Status").select_option("pending")
     expect(page.get_by_role("navigation", name="Job pages")).to_contain_text("Page 1 of 2 (23 jobs)")
     dash.screenshot("jobs-paged")
+
+
+def test_the_overview_shows_the_cluster_and_its_peers(api, qdrant, open_dashboard):
+    qdrant.enable_cluster({222: "http://10.0.0.2:6335/"})
+    qdrant.create_collection("docs", points=10)
+    cluster = call(api, "GET", "/cluster").json()["result"]
+    dash = open_dashboard(api)
+    page = dash.open()
+    card = page.get_by_role("region", name="Cluster")
+    expect(card.get_by_test_id("cluster-status")).to_have_text(cluster["status"])
+    expect(card).to_contain_text("cluster mode")
+    expect(card).to_contain_text(f"Peer {qdrant.peer_id} (this node)")
+    expect(card).to_contain_text("Peer 222: http://10.0.0.2:6335/")
+    expect(card).to_contain_text(f"Raft leader: peer {qdrant.peer_id}")
+    dash.screenshot("cluster")
