@@ -136,6 +136,7 @@ def test_a_backup_is_restored_under_a_new_name_then_deleted_after_confirmation(a
     expect(page).to_have_url(re.compile(r"#jobs$"))
     restore = page.locator("tr[data-job]", has_text="docs-copy")
     expect(restore).to_contain_text("restore")
+    expect(restore).to_contain_text("docs → docs-copy")
     expect(restore.locator(".badge")).to_have_text("completed", timeout=60_000)
     expect(restore.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
     assert qdrant.collection_exists("docs-copy") and qdrant.points_count("docs-copy") == 500

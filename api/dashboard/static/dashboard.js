@@ -291,6 +291,14 @@ document.addEventListener("alpine:init", () => {
       }, "jobsError");
     },
 
+    // "docs", "docs shard 2", "docs → docs-copy" (a restore under another name).
+    jobTarget(job) {
+      let text = job.collection_name;
+      if (job.shard_id !== null && job.shard_id !== undefined) text += ` shard ${job.shard_id}`;
+      const target = job.metadata && job.metadata.target_collection;
+      return target ? `${text} → ${target}` : text;
+    },
+
     pages(page) {
       return Math.max(1, Math.ceil((page.total || 0) / (page.limit || 20)));
     },
