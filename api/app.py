@@ -8,7 +8,7 @@ from importlib import metadata
 import redis
 from flask import Flask
 
-from api import auth
+from api import auth, dashboard
 from api.envelope import Blueprint, QbmApi, error_response, handle_unexpected, start_timer
 from shared.adapters.qdrant import QdrantError, QdrantUnavailable
 from shared.adapters.secret_box import SecretKeyError
@@ -21,7 +21,6 @@ from shared.services import Services
 log = logging.getLogger("qbm.api")
 
 API_PREFIX = "/api/v1"
-SWAGGER_UI_CDN = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
 
 def version() -> str:
     try:
@@ -46,7 +45,8 @@ def create_app(config: Config, *, enqueue: Enqueue | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL=SWAGGER_UI_CDN,
+        OPENAPI_SWAGGER_UI_URL=dashboard.SWAGGER_UI_URL,  # served from the package, no CDN
+        OPENAPI_SWAGGER_UI_CONFIG={"validatorUrl": None},  # else Swagger UI asks validator.swagger.io
         API_SPEC_OPTIONS={
             "info": {
                 "description": (
@@ -78,6 +78,7 @@ def create_app(config: Config, *, enqueue: Enqueue | None = None) -> Flask:
                                          backups.blp)
     for blp in blueprints:
         api.register_blueprint(blp, url_prefix=API_PREFIX)
+    dashboard.register(app)
     return app
 
 
