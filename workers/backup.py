@@ -186,6 +186,7 @@ def finalize(ctx: Context, job: Job) -> dict:
         qdrant_version=made.get("qdrant_version"),
         points_count=made.get("points_count"),
         qbm_version=qbm_version(),
+        schedule_id=job.metadata.get("schedule_id") if isinstance(job.metadata.get("schedule_id"), str) else None,
     )
     write_manifest(storage, manifest)
     ctx.jobs.merge_metadata(job.id, {

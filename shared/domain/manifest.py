@@ -1,7 +1,8 @@
 """Where backups live in storage and what their manifest says.
 
 Layout: ``{collection}/{backup_id}/`` holding the snapshot file (``collection.snapshot`` or
-``shard-{id}.snapshot``) and ``manifest.json``. As in pgBackRest, the manifest is written last and a
+``shard-{id}.snapshot``), ``manifest.json`` and, while the backup is pinned, ``pinned.json``
+(:mod:`shared.domain.catalog`). As in pgBackRest, the manifest is written last and a
 backup exists only once its manifest exists: a directory without one is an unfinished transfer, never
 listed, never restored.
 """
@@ -18,6 +19,8 @@ from shared.adapters.storage.base import ObjectNotFound, Storage
 from shared.runtime.timeutil import utcnow
 
 MANIFEST_NAME = "manifest.json"
+#: Manifest fields older manifests may lack.
+_OPTIONAL = ("format", "schedule_id")
 BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 
 
@@ -69,6 +72,9 @@ class Manifest:
     points_count: int | None
     qbm_version: str
     format: int = 1
+    #: The schedule whose run made this backup (None: made by hand, or by a QBM before schedules were recorded).
+    #: A schedule's retention only ever deletes backups carrying its own id.
+    schedule_id: str | None = None
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
@@ -77,8 +83,11 @@ class Manifest:
     def from_json(cls, data: bytes, *, where: str) -> Manifest:
         try:
             raw = json.loads(data)
-            fields = {name: raw[name] for name in cls.__dataclass_fields__ if name != "format"}
-            manifest = cls(**fields, format=int(raw.get("format", 1)))
+            fields = {name: raw[name] for name in cls.__dataclass_fields__ if name not in _OPTIONAL}
+            schedule_id = raw.get("schedule_id")
+            if schedule_id is not None and not isinstance(schedule_id, str):
+                raise TypeError("schedule_id must be a string or null")
+            manifest = cls(**fields, format=int(raw.get("format", 1)), schedule_id=schedule_id)
         except (ValueError, KeyError, TypeError) as exc:
             raise ManifestError(f"manifest at {where} is not valid: {exc}") from exc
         if not re.fullmatch(r"[0-9a-f]{64}", manifest.sha256) or manifest.size < 0:
