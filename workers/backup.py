@@ -163,7 +163,7 @@ def transfer(ctx: Context, job: Job) -> dict:
             f"size mismatch for snapshot {made['snapshot']}: Qdrant says {made['size']} bytes, "
             f"received {result.size}; nothing was stored"
         )
-    ctx.jobs.set_progress(job.id, TRANSFER_END)
+    progress.finish(result.size)
     return {"key": key, "size": result.size, "sha256": result.sha256}
 
 

@@ -105,6 +105,7 @@ def recover(ctx: Context, job: Job) -> dict:
                                                   size=manifest.size, priority=priority, checksum=manifest.sha256)
                 finally:
                     _delete_uploaded(ctx, job, upload_name)
+            progress.finish(reader.done)
     except QdrantError as exc:
         if not is_transient(exc):
             raise PermanentError(f"Qdrant refused to recover {target!r} from backup "

@@ -86,6 +86,7 @@ def test_collection_backup_and_restore_round_trip(app, client, jobs, qdrant, wor
     actual = sha256_of(storage, manifest["key"])
     assert actual == manifest["sha256"] == meta["sha256"] == listed_checksum[manifest["qdrant_snapshot_name"]]
     assert manifest["size"] == meta["size"] == storage.stat(manifest["key"]).size
+    assert meta["bytes_done"] == meta["bytes_total"] == manifest["size"]  # what the progress bar shows
     assert manifest["points_count"] == 321 and manifest["collection"] == "docs"
     assert manifest["qdrant_version"] and manifest["qbm_version"] and manifest["job_id"] == job["id"]
 
