@@ -237,6 +237,9 @@ def test_schedules_create_list_show_disable_run_delete(api, jobs):
 
     every = qbm("schedules", "create", "often", "--every", "60", "--collection", "*", "--disabled", url=api.url)
     assert every.returncode == 0 and "every 60s, next run -" in every.stdout
+    cannot_list = qbm("schedules", "run", every.stdout.split()[1], url=api.url)  # '*' needs Qdrant, which is down
+    assert cannot_list.returncode == 1 and cannot_list.stdout == ""
+    assert cannot_list.stderr.startswith(f"qbm: schedule {every.stdout.split()[1]} run failed: ")
     bad = qbm("schedules", "create", "bad", "--cron", "61 * * * *", "--collection", "docs", url=api.url)
     assert bad.returncode == 1 and bad.stderr.startswith("qbm: API error 422: cron:")
     neither = qbm("schedules", "create", "x", "--collection", "docs", url=api.url)

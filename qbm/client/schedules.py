@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, TextIO
 
-from qbm.client.http import ApiClient
+from qbm.client.http import EXIT_API_ERROR, ApiClient
 from qbm.client.output import describe, show, table
 from qbm.client.progress import watch
 
@@ -89,9 +90,12 @@ def schedules_delete(api: ApiClient, args: argparse.Namespace, out: TextIO) -> i
 
 def schedules_run(api: ApiClient, args: argparse.Namespace, out: TextIO) -> int:
     run = api.call("POST", f"/schedules/{args.schedule_id}/run")
-    print(f"schedule {args.schedule_id} run: {run['status']}, job(s) {show(run['job_ids'])}"
-          + (f"; {run['error']}" if run.get("error") else ""), file=out)
-    code = 0 if run["status"] != "failed" else 1
+    if run["status"] == "failed":  # the run could not create (all of) its jobs
+        print(f"qbm: schedule {args.schedule_id} run failed: {run.get('error') or 'see its last_run'}; "
+              f"job(s) created: {show(run['job_ids'])}", file=sys.stderr)
+        return EXIT_API_ERROR
+    print(f"schedule {args.schedule_id} run: {run['status']}, job(s) {show(run['job_ids'])}", file=out)
+    code = 0
     if args.watch:
         for job_id in run["job_ids"]:
             code = max(code, watch(api, job_id, out))

@@ -36,7 +36,8 @@ METADATA_NOTE = (
     "restore under this collection name), replace (restore jobs: true to replace a target collection that "
     "exists; without it such a restore is refused with 409), priority (restores: replica, snapshot or no_sync). "
     "Jobs made by a schedule carry schedule_id and scheduled_for; a backup whose schedule's retention deleted older "
-    "backups lists their ids in retention_deleted."
+    "backups lists their ids in retention_deleted. While and after a transfer, bytes_done and bytes_total "
+    "(null: unknown) count the bytes moved."
 )
 
 
