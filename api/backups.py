@@ -9,7 +9,6 @@ directory it is in, so without ``?collection=`` the backend's listing is scanned
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from flask_smorest import abort
 
@@ -24,8 +23,18 @@ from api.schemas.backups import (
 )
 from api.services import services
 from shared.adapters.storage import Storage, StorageError
-from shared.domain.catalog import BackupNotFound, delete_backup, entry, find_backup, list_backups
-from shared.domain.retention import Policy, protected_names, prune
+from shared.domain.catalog import (
+    BackupNotFound,
+    BackupPinned,
+    Listed,
+    delete_backup,
+    entry,
+    find_backup,
+    list_backups,
+    pin,
+    unpin,
+)
+from shared.domain.retention import ANY_MAKER, Policy, protected_names, prune
 from shared.intake.names import InvalidName, check_backup_ref
 from shared.intake.submit import InvalidJobRequest, storage_id_format_ok
 from shared.records.storage_configs import StorageConfigNotFound
@@ -73,7 +82,7 @@ def _check_collection(collection: str | None) -> None:
         abort(422, message="collection: must not be '.' or '..'")
 
 
-def _locate(storage_id: str, backup_id: str, collection: str | None) -> tuple[str, Storage, Any]:
+def _locate(storage_id: str, backup_id: str, collection: str | None) -> tuple[str, Storage, Listed]:
     _check_collection(collection)
     storage_id, storage = _open(storage_id, field=None)
     try:
@@ -105,7 +114,7 @@ def list_catalog(args: dict) -> dict:
     except StorageError as exc:
         _storage_failed(storage_id, exc)
         raise
-    return {"items": [entry(m, storage_id) for m in manifests], "total": total, "page": args["page"],
+    return {"items": [entry(item, storage_id) for item in manifests], "total": total, "page": args["page"],
             "limit": args["limit"]}
 
 
@@ -114,9 +123,9 @@ def list_catalog(args: dict) -> dict:
 @blp.response(200, BackupSchema)
 @blp.errors(401, 404, 409, 422, 503)
 def get_backup(args: dict, storageId: str, backupId: str) -> dict:  # noqa: N803 - the path's names
-    """One backup (its manifest)"""
-    storage_id, _, manifest = _locate(storageId, backupId, args.get("collection"))
-    return entry(manifest, storage_id)
+    """One backup (its manifest and whether it is pinned)"""
+    storage_id, _, found = _locate(storageId, backupId, args.get("collection"))
+    return entry(found, storage_id)
 
 
 @blp.route("/backups/<storageId>/<backupId>", methods=["DELETE"], parameters=[STORAGE_PARAM, BACKUP_PARAM])
@@ -127,18 +136,57 @@ def delete_one(args: dict, storageId: str, backupId: str) -> dict:  # noqa: N803
     """Delete a backup
 
     The manifest goes first (from then on the backup is not listed or restorable), then the data. 409 while
-    a pending or running restore job names the backup.
+    a pending or running restore job names the backup, and while the backup is pinned.
     """
     svc = services()
-    storage_id, storage, manifest = _locate(storageId, backupId, args.get("collection"))
+    storage_id, storage, found = _locate(storageId, backupId, args.get("collection"))
+    manifest = found.manifest
     if {manifest.backup_id, manifest.qdrant_snapshot_name} & protected_names(svc.jobs):
         abort(409, message=f"backup {manifest.backup_id} is named by a pending or running restore job; "
                            "wait for it or cancel it first")
     try:
         delete_backup(storage, manifest)
+    except BackupPinned as exc:
+        abort(409, message=str(exc))
     except StorageError as exc:
         _storage_failed(storage_id, exc)
-    return entry(manifest, storage_id)
+    return entry(Listed(manifest, pinned=False), storage_id)
+
+
+def _set_pin(args: dict, storage_id: str, backup_id: str, pinned: bool) -> dict:
+    storage_id, storage, found = _locate(storage_id, backup_id, args.get("collection"))
+    try:
+        (pin if pinned else unpin)(storage, found.manifest)
+    except StorageError as exc:
+        _storage_failed(storage_id, exc)
+    return entry(Listed(found.manifest, pinned=pinned), storage_id)
+
+
+@blp.route("/backups/<storageId>/<backupId>/pin", methods=["PUT"], parameters=[STORAGE_PARAM, BACKUP_PARAM])
+@blp.arguments(BackupLocateQuerySchema, location="query")
+@blp.response(200, BackupSchema, description="The pinned backup")
+@blp.errors(401, 404, 409, 422, 503)
+def pin_backup(args: dict, storageId: str, backupId: str) -> dict:  # noqa: N803
+    """Pin a backup
+
+    A pinned backup is never deleted by retention (a schedule's or POST /backups/prune), whatever the rules
+    say, and DELETE refuses it, until it is unpinned. The pin is a small marker object (pinned.json) next to
+    the manifest, so it lives with the backup in storage. Pinning a pinned backup changes nothing.
+    """
+    return _set_pin(args, storageId, backupId, True)
+
+
+@blp.route("/backups/<storageId>/<backupId>/pin", methods=["DELETE"], parameters=[STORAGE_PARAM, BACKUP_PARAM])
+@blp.arguments(BackupLocateQuerySchema, location="query")
+@blp.response(200, BackupSchema, description="The unpinned backup")
+@blp.errors(401, 404, 409, 422, 503)
+def unpin_backup(args: dict, storageId: str, backupId: str) -> dict:  # noqa: N803
+    """Unpin a backup
+
+    From now on retention rules and DELETE apply to it again. Unpinning a backup that is not pinned changes
+    nothing.
+    """
+    return _set_pin(args, storageId, backupId, False)
 
 
 @blp.route("/backups/prune", methods=["POST"])
@@ -150,16 +198,19 @@ def prune_backups(body: dict) -> dict:
 
     The same rules as a schedule's retention, per series (collection backups, and each shard on its own):
     keep the newest keep_last, delete those older than max_age_days; never the newest backup, never one a
-    pending or running restore names. With dry_run nothing is deleted and the answer says what would be.
+    pending or running restore names, never a pinned one (pinned backups do not count towards keep_last).
+    Every backup of the collection is considered, made by hand or by any schedule, unless schedule_id limits
+    it to that schedule's backups. With dry_run nothing is deleted and the answer says what would be.
     """
     _check_collection(body["collection"])
     storage_id, storage = _open(body.get("storage_id"), field="storage_id")
     policy = Policy(keep_last=body.get("keep_last"), max_age_days=body.get("max_age_days"))
     try:
         outcome = prune(storage, body["collection"], policy, now=utcnow(), protected=protected_names(services().jobs),
-                        dry_run=body["dry_run"])
+                        schedule_id=body["schedule_id"] or ANY_MAKER, dry_run=body["dry_run"])
     except StorageError as exc:
         _storage_failed(storage_id, exc)
         raise
-    return {"dry_run": body["dry_run"], "deleted": [entry(m, storage_id) for m in outcome.deleted],
-            "kept": [m.backup_id for m in outcome.kept]}
+    deleted = [entry(Listed(m, pinned=False), storage_id) for m in outcome.deleted]
+    return {"dry_run": body["dry_run"], "deleted": deleted,
+            "kept": [m.backup_id for m in outcome.kept], "pinned": [m.backup_id for m in outcome.pinned]}

@@ -68,7 +68,7 @@ def list_jobs(args: dict) -> dict:
 @blp.route("/jobs", methods=["POST"])
 @blp.arguments(JobCreateSchema())
 @blp.response(201, JobSchema)
-@blp.errors(401, 404, 422, 503)
+@blp.errors(401, 404, 409, 422, 503)
 def create_job(body: dict) -> dict:
     """Create a backup, restore, shard_backup or shard_restore job
 
@@ -76,7 +76,8 @@ def create_job(body: dict) -> dict:
     storage backend (422 when there is none, or when the given one does not exist); the chosen id is
     written into the job's metadata. What can be checked at once is: 404 for a backup of a collection Qdrant
     does not have or a restore of a backup the storage does not hold, 422 for a shard not on the node or a
-    backup of the other kind -- with the sentence the job would have failed with. A check that cannot be made
+    backup of the other kind, 409 for a restore into a collection that exists without metadata.replace: true
+    -- with the sentence the job would have failed with. A check that cannot be made
     (Qdrant or the storage not answering) does not block the job: its metadata.unchecked says so.
     """
     try:

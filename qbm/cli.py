@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--threads", type=int, default=int(os.environ.get("QBM_WORKER_THREADS", "2")))
     from qbm import client as client_cli
 
-    client_cli.add_commands(sub)  # backup now, backups list, jobs list/watch: clients of a running API
+    client_cli.add_commands(sub)  # backup, backups, restore, jobs, schedules, storage: clients of a running API
     return parser
 
 

@@ -13,7 +13,7 @@ from shared.runtime.timeutil import to_iso
 
 
 def put_backup(storage: Storage, collection: str, created: datetime, *, shard_id: int | None = None,
-               payload: bytes | None = None) -> Manifest:
+               payload: bytes | None = None, schedule_id: str | None = None) -> Manifest:
     backup_id = f"{created.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
     data = payload if payload is not None else secrets.token_bytes(64)
     key = snapshot_key(collection, backup_id, shard_id)
@@ -32,6 +32,7 @@ def put_backup(storage: Storage, collection: str, created: datetime, *, shard_id
         qdrant_version="1.19.0",
         points_count=10,
         qbm_version="test",
+        schedule_id=schedule_id,
     )
     write_manifest(storage, manifest)
     return manifest

@@ -317,6 +317,24 @@ def test_progress_is_clamped_and_never_goes_back_while_running(store: JobStore) 
     assert store.get(job.id).progress == 61
 
 
+def test_bytes_moved_are_shown_in_metadata_and_cleared_by_a_retry(store: JobStore) -> None:
+    job = store.create("backup", "docs", metadata={"note": "x"})
+    store.transition(job.id, "running")
+    assert "bytes_done" not in store.get(job.id).to_dict()["metadata"]
+    store.set_progress(job.id, 40, moved=4096, total=10240)
+    assert store.get(job.id).to_dict()["metadata"] == {"note": "x", "bytes_done": 4096, "bytes_total": 10240}
+    store.set_progress(job.id, 10, moved=1024, total=10240)  # a late report moves neither
+    assert store.get(job.id).to_dict()["metadata"]["bytes_done"] == 4096
+    store.set_progress(job.id, 40, moved=5000)  # total unknown
+    assert store.get(job.id).to_dict()["metadata"]["bytes_total"] is None
+    store.transition(job.id, "failed", error="boom")
+    store.set_progress(job.id, 90, moved=9000, total=10240)  # ended: nothing moves
+    assert store.get(job.id).to_dict()["metadata"]["bytes_done"] == 5000
+    store.transition(job.id, "pending")
+    assert "bytes_done" not in store.get(job.id).to_dict()["metadata"]
+    assert store.get(job.id).metadata == {"note": "x"}  # never part of the stored metadata
+
+
 def test_update_sets_and_clears_plain_fields(store: JobStore) -> None:
     job = store.create("restore", "docs")
     job = store.update(job.id, snapshot_name="docs-1.snapshot")

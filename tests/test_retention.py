@@ -1,13 +1,17 @@
-"""Retention rules as pure functions (``now`` injected), and protection by active restore jobs."""
+"""Retention rules as pure functions (``now`` injected), protection by active restore jobs, and a pin that
+arrives while retention runs."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from shared.domain.manifest import Manifest
-from shared.domain.retention import Policy, protected_names, select_deletions
+from shared.adapters.storage import LocalStorage
+from shared.domain.catalog import pin_key
+from shared.domain.manifest import Manifest, manifest_key
+from shared.domain.retention import Policy, protected_names, prune, select_deletions
 from shared.records.job_store import JobStore
 from shared.runtime.timeutil import to_iso
+from tests.backup_factory import put_backup
 
 NOW = datetime(2026, 11, 24, 3, tzinfo=UTC)
 
@@ -67,3 +71,24 @@ def test_only_pending_and_running_restores_protect(redis_client, key_prefix):
     assert protected_names(jobs) == {pending.snapshot_name, running.snapshot_name}
     assert Policy.from_dict({"keep_last": None, "max_age_days": None}) is None
     assert Policy.from_dict({"keep_last": 3}) == Policy(keep_last=3)
+
+
+class PinnedWhileRetentionRuns(LocalStorage):
+    """Someone pins ``target`` after retention listed the backups, while it reads their manifests."""
+
+    target: Manifest | None = None
+
+    def read_bytes(self, key: str, max_size: int = 16 * 1024 * 1024) -> bytes:
+        if self.target is not None and key == manifest_key(self.target.collection, self.target.backup_id):
+            self.write_bytes(pin_key(self.target.collection, self.target.backup_id), b"{}")
+        return super().read_bytes(key, max_size)
+
+
+def test_a_backup_pinned_while_retention_runs_is_kept(tmp_path):
+    storage = PinnedWhileRetentionRuns(tmp_path)
+    made = [put_backup(storage, "docs", NOW - timedelta(days=d)) for d in (3, 2, 1)]
+    storage.target = made[0]
+    outcome = prune(storage, "docs", Policy(keep_last=1), now=NOW, protected=set())
+    assert [m.backup_id for m in outcome.deleted] == [made[1].backup_id]
+    assert [m.backup_id for m in outcome.pinned] == [made[0].backup_id]
+    assert storage.exists(made[0].key) and not storage.exists(made[1].key)

@@ -171,7 +171,7 @@ def transfer(ctx: Context, job: Job) -> dict:
             f"size mismatch for snapshot {made['snapshot']}: Qdrant says {made['size']} bytes, "
             f"received {result.size}; nothing was stored"
         )
-    ctx.jobs.set_progress(job.id, TRANSFER_END)
+    progress.finish(result.size)
     return {"key": key, "size": result.size, "sha256": result.sha256}
 
 
@@ -196,6 +196,7 @@ def finalize(ctx: Context, job: Job) -> dict:
         qdrant_version=made.get("qdrant_version"),
         points_count=made.get("points_count"),
         qbm_version=qbm_version(),
+        schedule_id=job.schedule_id,
     )
     write_manifest(storage, manifest)
     ctx.jobs.merge_metadata(job.id, {

@@ -214,7 +214,8 @@ class SetProgress:
         copied = sum(v for k, v in raw.items() if not k.startswith("done:"))
         expected = max(copied, sum(done) + (len(self.shards) - len(done)) * sum(done) / len(done))
         fraction = min(1.0, copied / expected) if expected else 1.0
-        self.ctx.jobs.set_progress(self.job.id, CREATE_END + int((TRANSFER_END - CREATE_END) * fraction))
+        self.ctx.jobs.set_progress(self.job.id, CREATE_END + int((TRANSFER_END - CREATE_END) * fraction),
+                                   moved=copied, total=int(expected))
 
 
 def finalize(ctx: Context, job: Job) -> dict:
@@ -237,6 +238,7 @@ def finalize(ctx: Context, job: Job) -> dict:
         qdrant_version=made.get("qdrant_version"),
         points_count=made.get("points_count"),
         qbm_version=qbm_version(),
+        schedule_id=job.schedule_id,
         format=2,
         kind="set",
         shards=shards,

@@ -81,7 +81,8 @@ class Context(Services):
 
 
 class Progress:
-    """Maps bytes moved within one step onto the job's 0-100 progress, written at most ~3 times a second."""
+    """Maps bytes moved within one step onto the job's 0-100 progress, written with the byte counts (which the
+    client's progress bar turns into speed and ETA) at most ~3 times a second."""
 
     def __init__(self, jobs: JobStore, job_id: str, start: int, end: int, total: int | None) -> None:
         self.jobs, self.job_id = jobs, job_id
@@ -90,11 +91,16 @@ class Progress:
 
     def __call__(self, done: int) -> None:
         now = time.monotonic()
-        if now - self._last < 0.3 or not self.total:
+        if now - self._last < 0.3:
             return
         self._last = now
-        fraction = min(1.0, done / self.total)
-        self.jobs.set_progress(self.job_id, int(self.start + (self.end - self.start) * fraction))
+        fraction = min(1.0, done / self.total) if self.total else 0.0
+        self.jobs.set_progress(self.job_id, int(self.start + (self.end - self.start) * fraction), moved=done,
+                               total=self.total or None)
+
+    def finish(self, done: int) -> None:
+        """The transfer ended having moved ``done`` bytes: the step's end, with the final count."""
+        self.jobs.set_progress(self.job_id, self.end, moved=done, total=self.total or done)
 
 
 def cancel_check(jobs: JobStore, job_id: str, every: float = 0.5) -> Callable[[], bool]:

@@ -38,7 +38,11 @@ def _manifest(job: Job) -> Manifest:
 
 
 def prepare(ctx: Context, job: Job) -> dict:
-    """Find the backup by its id in the job's storage and check that it is whole."""
+    """Find the backup by its id in the job's storage and check that it is whole; a collection restore whose
+    target exists must say ``metadata.replace: true`` (checked here, once: the recover step may find the
+    target made by its own earlier attempt)."""
+    if job.type == "restore" and job.metadata.get("replace") is not True:
+        _refuse_existing_target(ctx, job.target_collection)
     _, storage = ctx.storage_for(job)
     manifest = read_manifest(storage, job.collection_name, job.snapshot_name or "")
     refused = refusals.wrong_kind(manifest, job.type, job.shard_id)
@@ -58,6 +62,16 @@ def prepare(ctx: Context, job: Job) -> dict:
         )
     ctx.jobs.set_progress(job.id, PREPARE_END)
     return {"manifest": asdict(manifest)}
+
+
+def _refuse_existing_target(ctx: Context, target: str) -> None:
+    try:
+        ctx.qdrant.collection_info(target)
+    except QdrantError as exc:
+        if exc.status == 404:
+            return
+        raise
+    raise PermanentError(refusals.target_exists(target))
 
 
 class _CountingReader:
@@ -101,6 +115,7 @@ def recover(ctx: Context, job: Job) -> dict:
                                                   size=manifest.size, priority=priority, checksum=manifest.sha256)
                 finally:
                     _delete_uploaded(ctx, job, upload_name)
+            progress.finish(reader.done)
     except QdrantError as exc:
         if not is_transient(exc):
             raise PermanentError(f"Qdrant refused to recover {target!r} from backup "

@@ -2,8 +2,9 @@
 
 Runs in the worker right after the backup's manifest is written and before the job is marked completed, so
 "completed" means the new backup exists *and* old ones are pruned (their ids are recorded in
-``metadata.retention_deleted``). Retention is housekeeping: any failure is logged and never fails the
-backup, and the next scheduled backup tries again. The rules themselves are in :mod:`shared.domain.retention`.
+``metadata.retention_deleted``). Only backups this schedule made are considered, pinned ones never deleted.
+Retention is housekeeping: any failure is logged and never fails the backup, and the next scheduled backup
+tries again. The rules themselves are in :mod:`shared.domain.retention`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def apply_schedule_retention(ctx: Context, job: Job) -> None:
             return
         _, storage = ctx.storage_for(job)
         outcome = prune(storage, job.collection_name, policy, now=utcnow(), protected=protected_names(ctx.jobs),
-                        shard_id=job.shard_id)
+                        shard_id=job.shard_id, schedule_id=schedule_id)
         if outcome.deleted:
             deleted = [m.backup_id for m in outcome.deleted]
             ctx.jobs.merge_metadata(job.id, {"retention_deleted": deleted})

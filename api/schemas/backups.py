@@ -46,6 +46,10 @@ class BackupSchema(ma.Schema):
                                                   "folder, size their sum"})
     shards = fields.List(fields.Nested(SetShardSchema), allow_none=True,
                          metadata={"description": "A set's shards (null for a snapshot)"})
+    schedule_id = fields.String(required=True, allow_none=True, metadata={
+        "description": "The schedule that made this backup (null: made by hand); only its retention may delete it"})
+    pinned = fields.Boolean(required=True, metadata={
+        "description": "A pinned backup is never deleted, by retention or DELETE, until it is unpinned"})
 
 
 class BackupPageSchema(ma.Schema):
@@ -85,6 +89,9 @@ class PruneSchema(ma.Schema):
     max_age_days = fields.Float(allow_none=True, load_default=None,
                                 validate=ma.validate.Range(min=0, min_inclusive=False))
     dry_run = fields.Boolean(load_default=False, metadata={"description": "Only say what would be deleted"})
+    schedule_id = fields.String(allow_none=True, load_default=None, validate=ma.validate.Length(min=1, max=200),
+                                metadata={"description": "Only the backups this schedule made (default: every "
+                                                         "backup of the collection, made by hand or not)"})
 
     @ma.validates_schema(skip_on_field_errors=True)
     def _one_rule(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -97,3 +104,5 @@ class PruneResultSchema(ma.Schema):
     deleted = fields.List(fields.Nested(BackupSchema), required=True,
                           metadata={"description": "Deleted (or, with dry_run, to be deleted), newest first"})
     kept = fields.List(fields.String(), required=True, metadata={"description": "Backup ids that stay"})
+    pinned = fields.List(fields.String(), required=True,
+                         metadata={"description": "Backup ids among kept that stay because they are pinned"})

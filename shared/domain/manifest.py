@@ -1,7 +1,8 @@
 """Where backups live in storage and what their manifest says.
 
 Layout: ``{collection}/{backup_id}/`` holding the snapshot file (``collection.snapshot`` or
-``shard-{id}.snapshot``) and ``manifest.json``. As in pgBackRest, the manifest is written last and a
+``shard-{id}.snapshot``), ``manifest.json`` and, while the backup is pinned, ``pinned.json``
+(:mod:`shared.domain.catalog`). As in pgBackRest, the manifest is written last and a
 backup exists only once its manifest exists: a directory without one is an unfinished transfer, never
 listed, never restored.
 """
@@ -20,6 +21,8 @@ from shared.adapters.storage.base import ObjectNotFound, Storage
 from shared.runtime.timeutil import utcnow
 
 MANIFEST_NAME = "manifest.json"
+#: Manifest fields older manifests may lack.
+_OPTIONAL = ("format", "schedule_id", "kind", "shards", "collection_config", "payload_schema", "aliases", "topology")
 BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 
 
@@ -71,6 +74,9 @@ class Manifest:
     points_count: int | None
     qbm_version: str
     format: int = 1
+    #: The schedule whose run made this backup (None: made by hand, or by a QBM before schedules were recorded).
+    #: A schedule's retention only ever deletes backups carrying its own id.
+    schedule_id: str | None = None
     #: ``snapshot``: one Qdrant snapshot file at ``key``. ``set``: a distributed collection, one streamed
     #: snapshot per shard (``shards``), ``key`` the backup's folder, ``size`` their sum and ``sha256`` the
     #: :func:`set_digest` of the shards' checksums.
@@ -93,6 +99,9 @@ class Manifest:
         try:
             raw = json.loads(data)
             fields = {name: raw[name] for name in cls.__dataclass_fields__ if name not in _OPTIONAL}
+            schedule_id = raw.get("schedule_id")
+            if schedule_id is not None and not isinstance(schedule_id, str):
+                raise TypeError("schedule_id must be a string or null")
             fields.update({name: raw[name] for name in _OPTIONAL if raw.get(name) is not None})
             manifest = cls(**fields)
         except (ValueError, KeyError, TypeError) as exc:
@@ -100,9 +109,6 @@ class Manifest:
         if not re.fullmatch(r"[0-9a-f]{64}", manifest.sha256) or manifest.size < 0:
             raise ManifestError(f"manifest at {where} has an invalid size or sha256")
         return manifest
-
-
-_OPTIONAL = ("format", "kind", "shards", "collection_config", "payload_schema", "aliases", "topology")
 
 
 def set_digest(shards: list[dict[str, Any]]) -> str:

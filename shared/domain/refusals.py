@@ -32,3 +32,9 @@ def wrong_kind(manifest: Manifest, job_type: str, shard_id: int | None) -> str |
     if manifest.shard_id is not None:
         return f"backup {manifest.backup_id} is a shard backup; use a shard_restore job"
     return None
+
+
+def target_exists(target: str) -> str:
+    """Why a collection restore without ``metadata.replace: true`` is refused when its target exists."""
+    return (f"collection {target!r} already exists on Qdrant and a restore would replace it; set "
+            "metadata.replace to true to replace it, or restore under another name with metadata.target_collection")

@@ -1,7 +1,12 @@
 """Retention: which backups to delete, shared by the scheduled-backup hook and POST /backups/prune.
 
-Rules, applied per series -- the collection backups of a collection, and each of its shards separately, so a
-shard schedule with ``keep_last: 2`` keeps two backups of every shard:
+Scope: a schedule's retention only sees the backups that schedule made (their manifest carries its
+``schedule_id``); backups made by hand or by another schedule are never touched by it. POST /backups/prune sees
+every backup of the collection unless it names a ``schedule_id``. Pinned backups are set aside before any rule
+runs: they are never deleted and do not count towards ``keep_last``.
+
+Rules, applied per series within that scope -- the collection backups of a collection, and each of its shards
+separately, so a shard schedule with ``keep_last: 2`` keeps two backups of every shard:
 
 * ``keep_last: N`` deletes all but the newest N; ``max_age_days: D`` deletes those older than D days. A
   backup breaking either rule is deleted.
@@ -10,7 +15,8 @@ shard schedule with ``keep_last: 2`` keeps two backups of every shard:
 * A backup that a pending or running restore job names (by backup id or by its Qdrant snapshot name) is
   never deleted: the restore is about to read it.
 
-Deleting removes the manifest first, then the data (:func:`shared.domain.catalog.delete_backup`).
+Deleting removes the manifest first, then the data (:func:`shared.domain.catalog.delete_backup`, which checks
+the pin once more just before, so a backup pinned while retention ran is kept).
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.adapters.storage.base import Storage
-from shared.domain.catalog import delete_backup, manifest_refs, read_all
+from shared.domain.catalog import BackupPinned, delete_backup, manifest_refs, read_all
 from shared.domain.manifest import Manifest
 from shared.records.job_store import ACTIVE_STATUSES, JobStore
 from shared.runtime.timeutil import parse_iso
 
 RESTORE_TYPES = ("restore", "shard_restore")
 ALL_SHARDS: Any = object()
+ANY_MAKER: Any = object()
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class Policy:
 class Outcome:
     deleted: list[Manifest] = field(default_factory=list)
     kept: list[Manifest] = field(default_factory=list)
+    #: The kept backups that were kept because they are pinned.
+    pinned: list[Manifest] = field(default_factory=list)
 
 
 def select_deletions(series: Iterable[Manifest], policy: Policy, now: datetime, protected: set[str]
@@ -86,24 +95,36 @@ def protected_names(jobs: JobStore) -> set[str]:
 
 
 def prune(storage: Storage, collection: str, policy: Policy, *, now: datetime, protected: set[str],
-          shard_id: Any = ALL_SHARDS, dry_run: bool = False) -> Outcome:
-    """Apply ``policy`` to the backups of ``collection`` in ``storage`` (only the series of ``shard_id``
-    -- None for collection backups -- when given). With ``dry_run`` nothing is deleted; the outcome says
-    what would be."""
-    manifests = read_all(storage, sorted(manifest_refs(storage, collection)))
+          shard_id: Any = ALL_SHARDS, schedule_id: Any = ANY_MAKER, dry_run: bool = False) -> Outcome:
+    """Apply ``policy`` to the backups of ``collection`` in ``storage``: only the series of ``shard_id`` (None for
+    collection backups) when given, only the backups schedule ``schedule_id`` made when given. Pinned backups
+    are kept and left out of the rules. With ``dry_run`` nothing is deleted; the outcome says what would be."""
+    listed = read_all(storage, sorted(manifest_refs(storage, collection)))
     series: dict[int | None, list[Manifest]] = defaultdict(list)
-    for manifest in manifests:
-        if manifest.collection == collection and (shard_id is ALL_SHARDS or manifest.shard_id == shard_id):
-            series[manifest.shard_id].append(manifest)
     outcome = Outcome()
+    for item in listed:
+        manifest = item.manifest
+        if manifest.collection != collection or (shard_id is not ALL_SHARDS and manifest.shard_id != shard_id):
+            continue
+        if schedule_id is not ANY_MAKER and manifest.schedule_id != schedule_id:
+            continue
+        if item.pinned:
+            outcome.pinned.append(manifest)
+        else:
+            series[manifest.shard_id].append(manifest)
     for members in series.values():
         doomed = select_deletions(members, policy, now, protected)
         doomed_ids = {m.backup_id for m in doomed}
         for manifest in doomed:
             if not dry_run:
-                delete_backup(storage, manifest)
+                try:
+                    delete_backup(storage, manifest)
+                except BackupPinned:
+                    outcome.pinned.append(manifest)  # pinned while retention ran
+                    continue
             outcome.deleted.append(manifest)
         outcome.kept += [m for m in members if m.backup_id not in doomed_ids]
-    outcome.deleted.sort(key=lambda m: m.backup_id, reverse=True)
-    outcome.kept.sort(key=lambda m: m.backup_id, reverse=True)
+    outcome.kept += outcome.pinned
+    for found in (outcome.deleted, outcome.kept, outcome.pinned):
+        found.sort(key=lambda m: m.backup_id, reverse=True)
     return outcome

@@ -1,10 +1,11 @@
 """What can be checked cheaply before a job is stored, so that a request that cannot work is refused at once
-(404/422, with the sentence the job would have failed with) instead of answering 201 and failing a moment later.
+(404/409/422, with the sentence the job would have failed with) instead of answering 201 and failing a moment later.
 
 Checked: a backup's collection exists on Qdrant, a shard backup's shard is on the node QBM talks to, a restore's
-backup exists in the named storage and is of the job's kind. A check that cannot be made -- Qdrant or the storage
-backend not answering -- never blocks the submission: the job is stored and its ``metadata.unchecked`` says what
-could not be checked and why; the worker finds out for itself.
+backup exists in the named storage and is of the job's kind, and a collection restore whose target collection
+exists says ``metadata.replace: true`` (409 otherwise: replacing a collection is never a default). A check that
+cannot be made -- Qdrant or the storage backend not answering -- never blocks the submission: the job is stored
+and its ``metadata.unchecked`` says what could not be checked and why; the worker finds out for itself.
 """
 
 from __future__ import annotations
@@ -40,7 +41,20 @@ class Preflight:
         job_type, collection = request["type"], request["collection_name"]
         if job_type in ("backup", "shard_backup"):
             return self._backup(collection, request.get("shard_id"))
-        return self._restore(job_type, collection, request["snapshot_name"], request.get("shard_id"), storage_id)
+        metadata = request.get("metadata") or {}
+        unchecked = [self._restore(job_type, collection, request["snapshot_name"], request.get("shard_id"), storage_id)]
+        if job_type == "restore" and metadata.get("replace") is not True:
+            unchecked.append(self._target_free(metadata.get("target_collection") or collection))
+        return "; ".join(note for note in unchecked if note) or None
+
+    def _target_free(self, target: str) -> str | None:
+        try:
+            self.qdrant.collection_info(target)
+        except QdrantError as exc:
+            if exc.status == 404:
+                return None
+            return f"whether collection {target!r} exists could not be checked on Qdrant at submission: {exc.message}"
+        raise JobRefused(409, "metadata.replace", refusals.target_exists(target))
 
     def _backup(self, collection: str, shard_id: int | None) -> str | None:
         try:

@@ -33,9 +33,11 @@ RESTORE_TYPES = ("restore", "shard_restore")
 METADATA_NOTE = (
     "Free-form JSON object. Keys with meaning: storage_id (the backend to write to / read from; "
     "defaults to the default backend, whose id is then stored here), target_collection (restores: "
-    "restore under this collection name), priority (restores: replica, snapshot or no_sync). Jobs made by "
-    "a schedule carry schedule_id and scheduled_for; a backup whose schedule's retention deleted older "
-    "backups lists their ids in retention_deleted."
+    "restore under this collection name), replace (restore jobs: true to replace a target collection that "
+    "exists; without it such a restore is refused with 409), priority (restores: replica, snapshot or no_sync). "
+    "Jobs made by a schedule carry schedule_id and scheduled_for; a backup whose schedule's retention deleted older "
+    "backups lists their ids in retention_deleted. While and after a transfer, bytes_done and bytes_total "
+    "(null: unknown) count the bytes moved."
 )
 
 
@@ -106,6 +108,12 @@ class JobCreateSchema(ma.Schema):
         for key in ("target_collection", "priority"):
             if key in metadata and job_type not in RESTORE_TYPES:
                 meta_errors[key] = [f"only applies to restore and shard_restore jobs, not {job_type}"]
+        if "replace" in metadata:
+            if job_type != "restore":
+                meta_errors["replace"] = [f"only applies to restore jobs (a shard_restore always replaces its "
+                                          f"shard), not {job_type}"]
+            elif not isinstance(metadata["replace"], bool):
+                meta_errors["replace"] = ["must be true or false"]
         if job_type in RESTORE_TYPES:
             target = metadata.get("target_collection")
             if target is not None:

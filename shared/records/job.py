@@ -69,6 +69,8 @@ class Job:
     started_at: str | None = None
     completed_at: str | None = None
     storage_id: str | None = None
+    #: Bytes moved by the current transfer and its total (None: unknown), while or after one ran.
+    transfer: tuple[int, int | None] | None = None
     steps: dict[str, dict] = field(default_factory=dict, compare=False)
 
     @property
@@ -76,17 +78,26 @@ class Job:
         return self.type.family
 
     @property
+    def schedule_id(self) -> str | None:
+        """The schedule whose run made this job (``metadata.schedule_id``), None when made by hand."""
+        value = self.metadata.get("schedule_id")
+        return value if isinstance(value, str) else None
+
+    @property
     def target_collection(self) -> str:
         """Where a restore writes: ``metadata.target_collection``, else the backup's own collection."""
         return self.metadata.get("target_collection") or self.collection_name
 
     def to_dict(self) -> dict[str, Any]:
-        """The contract's Job object (``storage_id`` inside ``metadata``, as the API has always shown it)."""
+        """The contract's Job object (``storage_id`` inside ``metadata``, as the API has always shown it, and the
+        transfer's ``bytes_done`` / ``bytes_total`` there too)."""
         out: dict[str, Any] = {name: getattr(self, name) for name in PUBLIC_FIELDS}
         out["type"], out["status"] = str(self.type), str(self.status)
         metadata = dict(self.metadata)
         if self.storage_id is not None:
             metadata = {"storage_id": self.storage_id, **metadata}
+        if self.transfer is not None:
+            metadata["bytes_done"], metadata["bytes_total"] = self.transfer
         out["metadata"] = metadata
         return out
 

@@ -46,7 +46,7 @@ from shared.runtime.timeutil import text, to_iso
 _SCORE_FIELD = "_created_us"
 _STEP_PREFIX = "step:"
 #: The hash fields a read returns: the contract's, then the backend's id (a field of its own).
-READ_FIELDS = (*PUBLIC_FIELDS, "storage_id")
+READ_FIELDS = (*PUBLIC_FIELDS, "storage_id", "transfer")
 
 
 class StorageMissing(LookupError):
@@ -144,7 +144,7 @@ if target == 'running' and redis.call('HEXISTS', key, 'started_at') == 0 then
 end
 if terminal[target] then redis.call('HSET', key, 'completed_at', now) end
 if target == 'pending' then
-  redis.call('HDEL', key, 'completed_at', 'error')
+  redis.call('HDEL', key, 'completed_at', 'error', 'transfer')
   redis.call('HSET', key, 'progress', '0')
 end
 if ARGV[5] == '1' then redis.call('HSET', key, 'error', ARGV[6]) end
@@ -163,8 +163,8 @@ for i = 2 + 2 * n, #ARGV do redis.call('HDEL', key, ARGV[i]) end
 return {{1, redis.call('HMGET', key, {_READ_LUA})}}
 """
 
-# KEYS[1] job hash; ARGV[1] clamped progress. Returns 0 when the job does not exist. An ended job's progress stays
-# as it ended (a worker still winding down after a cancel must not move it).
+# KEYS[1] job hash; ARGV[1] clamped progress, ARGV[2] "moved/total" bytes or ''. Returns 0 when the job does not
+# exist. An ended job's progress stays as it ended (a worker still winding down after a cancel must not move it).
 _PROGRESS_LUA = f"""
 local state = redis.call('HMGET', KEYS[1], 'status', 'progress')
 if not state[1] then return 0 end
@@ -173,6 +173,7 @@ if ended[state[1]] then return 1 end
 local new = tonumber(ARGV[1])
 if state[1] == 'running' and tonumber(state[2] or '0') > new then return 1 end
 redis.call('HSET', KEYS[1], 'progress', ARGV[1])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'transfer', ARGV[2]) end
 return 1
 """
 
@@ -219,6 +220,7 @@ def _job(values: list[Any], steps: dict[str, dict] | None = None) -> Job | None:
     if raw["id"] is None:
         return None
     metadata = json.loads(raw["metadata"]) if raw["metadata"] else {}
+    transfer = _transfer(raw["transfer"])
     # Jobs stored before storage_id had a field of its own kept it in their metadata.
     storage_id = raw["storage_id"] or metadata.pop("storage_id", None)
     return Job(
@@ -235,8 +237,20 @@ def _job(values: list[Any], steps: dict[str, dict] | None = None) -> Job | None:
         started_at=raw["started_at"],
         completed_at=raw["completed_at"],
         storage_id=storage_id,
+        transfer=transfer,
         steps=steps or {},
     )
+
+
+def _transfer(value: str | None) -> tuple[int, int | None] | None:
+    """``"moved/total"`` (total may be empty) as numbers; None when absent or unreadable."""
+    if not value:
+        return None
+    moved, _, total = value.partition("/")
+    try:
+        return int(moved), int(total) if total else None
+    except ValueError:
+        return None
 
 
 def _found(job: Job | None, job_id: str) -> Job:
@@ -427,12 +441,15 @@ class JobStore:
             raise JobNotFound(job_id)
         return _found(_job(reply[1]), job_id)
 
-    def set_progress(self, job_id: str, progress: int) -> None:
-        """Record progress, clamped to 0..100. While running it never goes down, so a late or
-        out-of-order report from a worker cannot make the bar jump backwards; once the job ended it does not
-        change at all."""
+    def set_progress(self, job_id: str, progress: int, *, moved: int | None = None, total: int | None = None
+                     ) -> None:
+        """Record progress, clamped to 0..100, and with ``moved`` the bytes moved so far of ``total`` (None:
+        unknown), shown as ``metadata.bytes_done`` / ``bytes_total``. While running progress never goes down,
+        so a late or out-of-order report from a worker cannot make the bar jump backwards; once the job ended it
+        does not change at all. A retry clears the byte counts."""
         value = max(0, min(100, int(progress)))
-        if not int(self._progress(keys=[self._key(job_id)], args=[value])):
+        transfer = "" if moved is None else f"{int(moved)}/{'' if total is None else int(total)}"
+        if not int(self._progress(keys=[self._key(job_id)], args=[value, transfer])):
             raise JobNotFound(job_id)
 
     def update(self, job_id: str, *, snapshot_name: str | None = _UNSET, error: str | None = _UNSET) -> Job:

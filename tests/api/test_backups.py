@@ -145,6 +145,61 @@ def test_prune_counts_each_shard_on_its_own(client, disk):
     assert sorted(b["shard_id"] for b in remaining) == [0, 1]
 
 
+def test_pinned_backup_is_shown_kept_by_prune_and_refused_by_delete_until_unpinned(client, disk):
+    cfg, storage = disk
+    made = [put_backup(storage, "docs", NOW - timedelta(days=d)) for d in (4, 3, 2, 1)]
+    pinned = made[0]
+    path = f"{API}/backups/{cfg['id']}/{pinned.backup_id}/pin"
+    answer = result_of(client.put(path))
+    assert answer["backup_id"] == pinned.backup_id and answer["pinned"] is True
+    assert result_of(client.put(f"{path}?collection=docs"))["pinned"] is True  # pinning twice changes nothing
+    assert storage.exists(f"docs/{pinned.backup_id}/pinned.json")  # the pin lives with the backup
+    listed = result_of(client.get(f"{API}/backups?collection=docs"))["items"]
+    assert [b["pinned"] for b in listed] == [False, False, False, True]
+    assert result_of(client.get(f"{API}/backups/{cfg['id']}/{pinned.backup_id}"))["pinned"] is True
+
+    # keep_last: 1 deletes every unpinned backup but the newest; the pinned one stays and does not count.
+    result = result_of(client.post(f"{API}/backups/prune", json={"collection": "docs", "keep_last": 1}))
+    assert [b["backup_id"] for b in result["deleted"]] == [made[2].backup_id, made[1].backup_id]
+    assert result["kept"] == [made[3].backup_id, pinned.backup_id] and result["pinned"] == [pinned.backup_id]
+    assert storage.exists(pinned.key)
+
+    refused = client.delete(f"{API}/backups/{cfg['id']}/{pinned.backup_id}")
+    assert refused.status_code == 409 and "is pinned; unpin it first" in error_of(refused)
+    assert storage.exists(pinned.key) and storage.exists(manifest_key("docs", pinned.backup_id))
+
+    unpinned = client.delete(path)
+    assert unpinned.status_code == 200 and result_of(unpinned)["pinned"] is False
+    assert client.delete(path).status_code == 200  # unpinning twice changes nothing
+    assert not storage.exists(f"docs/{pinned.backup_id}/pinned.json")
+    assert client.delete(f"{API}/backups/{cfg['id']}/{pinned.backup_id}").status_code == 200
+    assert not storage.exists(pinned.key)
+
+
+def test_pin_of_an_unknown_backup_or_storage_is_404(client, disk):
+    cfg, _ = disk
+    for path in (f"{cfg['id']}/20260101T000000Z-deadbeef", "st_000000000000/20260101T000000Z-deadbeef"):
+        for method in (client.put, client.delete):
+            resp = method(f"{API}/backups/{path}/pin")
+            assert resp.status_code == 404 and "not found" in error_of(resp)
+
+
+def test_prune_of_one_schedule_touches_only_that_schedules_backups(client, disk):
+    cfg, storage = disk
+    by_hand = put_backup(storage, "docs", NOW - timedelta(days=9))
+    other = put_backup(storage, "docs", NOW - timedelta(days=8), schedule_id="sc_other000000")
+    mine = [put_backup(storage, "docs", NOW - timedelta(days=d), schedule_id="sc_mine00000000") for d in (3, 2, 1)]
+    listed = {b["backup_id"]: b["schedule_id"] for b in result_of(client.get(f"{API}/backups"))["items"]}
+    assert listed[by_hand.backup_id] is None and listed[other.backup_id] == "sc_other000000"
+
+    body = {"collection": "docs", "keep_last": 1, "schedule_id": "sc_mine00000000"}
+    result = result_of(client.post(f"{API}/backups/prune", json=body))
+    assert [b["backup_id"] for b in result["deleted"]] == [mine[1].backup_id, mine[0].backup_id]
+    assert result["kept"] == [mine[2].backup_id]
+    assert _ids(result_of(client.get(f"{API}/backups?collection=docs"))) == [
+        mine[2].backup_id, other.backup_id, by_hand.backup_id]
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [({"collection": "docs"}, "keep_last"), ({"collection": "docs", "keep_last": 0}, "keep_last"),

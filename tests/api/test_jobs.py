@@ -406,6 +406,44 @@ def test_jobs_that_cannot_work_are_refused_with_the_sentence_the_job_would_fail_
     assert store.list()[1] == 0 and enqueued == []  # nothing was stored or handed over
 
 
+def test_a_restore_into_an_existing_collection_needs_replace_true(checked, default_storage, store, enqueued):
+    client = checked
+    backup_id = _backup_in(default_storage)
+    body = {"type": "restore", "collection_name": "a", "snapshot_name": backup_id}
+    refused = client.post(f"{API}/jobs", json=body)
+    assert refused.status_code == 409
+    assert error_of(refused) == ("metadata.replace: collection 'a' already exists on Qdrant and a restore would "
+                                 "replace it; set metadata.replace to true to replace it, or restore under another "
+                                 "name with metadata.target_collection")
+    into_other = client.post(f"{API}/jobs", json={**body, "metadata": {"target_collection": "alpha"}})
+    assert into_other.status_code == 409 and "collection 'alpha' already exists" in error_of(into_other)
+    assert client.post(f"{API}/jobs", json={**body, "metadata": {"replace": False}}).status_code == 409
+    assert store.list()[1] == 0 and enqueued == []
+
+    replacing = _create(client, **body, metadata={"replace": True})
+    assert replacing["metadata"]["replace"] is True and "unchecked" not in replacing["metadata"]
+    fresh = _create(client, **body, metadata={"target_collection": "a-copy"})  # no such collection: nothing to ask
+    assert enqueued == [replacing["id"], fresh["id"]]
+
+
+@pytest.mark.parametrize(
+    ("job", "message"),
+    [({"type": "restore", "snapshot_name": "s", "metadata": {"replace": "yes"}}, "must be true or false"),
+     ({"type": "backup", "metadata": {"replace": True}}, "only applies to restore jobs"),
+     ({"type": "shard_restore", "shard_id": 0, "snapshot_name": "s", "metadata": {"replace": True}},
+      "only applies to restore jobs (a shard_restore always replaces its shard)")],
+)
+def test_replace_must_be_a_boolean_of_a_restore(client, job, message):
+    resp = client.post(f"{API}/jobs", json={"collection_name": "a", **job})
+    assert resp.status_code == 422 and error_of(resp).startswith(f"metadata.replace: {message}")
+
+
+def test_a_restore_whose_target_cannot_be_checked_is_stored_and_says_so(client, default_storage):
+    job = _create(client, type="restore", collection_name="a", snapshot_name=_backup_in(default_storage))
+    assert job["metadata"]["unchecked"].startswith("whether collection 'a' exists could not be checked on Qdrant "
+                                                   "at submission: cannot reach Qdrant at ")
+
+
 def test_a_check_that_cannot_be_made_does_not_block_the_job_and_the_job_says_so(client, default_storage):
     job = _create(client, type="backup", collection_name="alpha")  # this app's Qdrant does not answer
     assert job["status"] == "pending"

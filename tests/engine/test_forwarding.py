@@ -83,7 +83,7 @@ def test_a_backup_damaged_in_storage_fails_its_restore_and_leaves_the_target_alo
     qdrant.drop_collection("docs")
     qdrant.create_collection("docs", points=7)  # what the user has now, and must keep
     restored = wait_for_job(jobs, post_job(client, type="restore", collection_name="docs",
-                                           snapshot_name=made["snapshot_name"],
+                                           snapshot_name=made["snapshot_name"], metadata={"replace": True},
                                            )["id"], worker=worker)
     assert restored["status"] == "failed"
     assert "checksum mismatch" in restored["error"].lower() and made["snapshot_name"] in restored["error"]

@@ -86,6 +86,7 @@ def test_collection_backup_and_restore_round_trip(app, client, jobs, qdrant, wor
     actual = sha256_of(storage, manifest["key"])
     assert actual == manifest["sha256"] == meta["sha256"] == listed_checksum[manifest["qdrant_snapshot_name"]]
     assert manifest["size"] == meta["size"] == storage.stat(manifest["key"]).size
+    assert meta["bytes_done"] == meta["bytes_total"] == manifest["size"]  # what the progress bar shows
     assert manifest["points_count"] == 321 and manifest["collection"] == "docs"
     assert manifest["qdrant_version"] and manifest["qbm_version"] and manifest["job_id"] == job["id"]
 
@@ -134,6 +135,36 @@ def test_shard_backup_and_restore_round_trip(app, client, jobs, qdrant, worker, 
                 for s in client.get("/api/v1/collections/split-new/cluster").get_json()["result"]["local_shards"]}
     assert restored[1] == shard_points[1]
     assert restored[0] == 0
+
+
+def test_a_restore_replaces_an_existing_collection_only_when_asked(client, jobs, qdrant, worker, engine_config):  # noqa: ANN001
+    register_storage(client, "local", engine_config)
+    qdrant.create_collection("docs", points=50)
+    backup_id = wait_for_job(jobs, post_job(client, type="backup", collection_name="docs")["id"],
+                             worker=worker)["snapshot_name"]
+    qdrant.drop_collection("docs")
+    qdrant.create_collection("docs", points=9)  # what the user has now
+    body = {"type": "restore", "collection_name": "docs", "snapshot_name": backup_id}
+    refused = client.post("/api/v1/jobs", json=body)
+    assert refused.status_code == 409
+    sentence = refused.get_json()["status"]["error"].removeprefix("metadata.replace: ")
+    # A job that got past the check (the collection was made after submission) fails with the same sentence in
+    # its first step, before Qdrant is asked to recover anything.
+    job = jobs.create("restore", "docs", snapshot_name=backup_id,
+                      metadata={"storage_id": default_storage_id(client)})
+    app_enqueue(client, job.id)
+    done = wait_for_job(jobs, job.id, worker=worker)
+    assert done["status"] == "failed" and done["error"] == sentence
+    assert qdrant.points_count("docs") == 9
+    assert not any(path.endswith(("/snapshots/upload", "/snapshots/recover")) for _, path in qdrant.requests_seen)
+
+    replaced = wait_for_job(jobs, post_job(client, **body, metadata={"replace": True})["id"], worker=worker)
+    assert replaced["status"] == "completed", replaced["error"]
+    assert qdrant.points_count("docs") == 50
+
+
+def default_storage_id(client) -> str:  # noqa: ANN001
+    return client.get("/api/v1/storage").get_json()["result"][0]["id"]
 
 
 def test_restore_of_unknown_backup_fails_with_reason(client, jobs, qdrant, worker, engine_config):  # noqa: ANN001

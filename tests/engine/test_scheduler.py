@@ -130,30 +130,44 @@ def test_two_schedulers_fire_each_tick_once_and_survive_the_leader(client, jobs,
     assert instants[-1].timestamp() > killed_at  # fired by the survivor
 
 
-def test_retention_keeps_the_two_newest_after_four_scheduled_backups(client, jobs, qdrant, worker, app,  # noqa: ANN001
-                                                                      engine_config):
+def test_retention_deletes_only_its_own_unpinned_backups(client, jobs, qdrant, worker, app,  # noqa: ANN001
+                                                         engine_config):
+    """The issue's case: a schedule with keep_last: 2 must not take backups made by hand (nor another schedule's,
+    nor a pinned one of its own)."""
     storage_cfg = register_storage(client, "local", engine_config)
     qdrant.create_collection("docs", points=20)
     qdrant.create_collection("other", points=5)
-    manual = post_job(client, type="backup", collection_name="other")  # another collection is not touched
+    by_hand = [wait_for_job(jobs, post_job(client, type="backup", collection_name=name)["id"], worker=worker)
+               for name in ("docs", "docs", "other")]
+    assert all(job["status"] == "completed" for job in by_hand), by_hand
+    neighbour = create_schedule(client, name="neighbour", interval_seconds=3600, collections=["docs"])
+    theirs = wait_for_job(jobs, client.post(f"/api/v1/schedules/{neighbour['id']}/run").get_json()["result"]
+                          ["job_ids"][0], worker=worker)
     schedule = create_schedule(client, name="keep2", interval_seconds=3600, collections=["docs"],
                                retention={"keep_last": 2})
     made = []
-    for _ in range(4):
-        run = client.post(f"/api/v1/schedules/{schedule['id']}/run").get_json()["result"]
-        done = wait_for_job(jobs, run["job_ids"][0], worker=worker)
+    for run in range(4):
+        started = client.post(f"/api/v1/schedules/{schedule['id']}/run").get_json()["result"]
+        done = wait_for_job(jobs, started["job_ids"][0], worker=worker)
         assert done["status"] == "completed", done
         made.append(done)
-    wait_for_job(jobs, manual["id"], worker=worker)
+        if run == 0:  # the schedule's first backup is pinned: kept, and not counted in keep_last
+            pinned = client.put(f"/api/v1/backups/{storage_cfg['id']}/{done['snapshot_name']}/pin")
+            assert pinned.status_code == 200 and pinned.get_json()["result"]["pinned"] is True
 
-    newest_two = {made[3]["snapshot_name"], made[2]["snapshot_name"]}
-    listed = client.get("/api/v1/backups?collection=docs").get_json()["result"]
-    assert {b["backup_id"] for b in listed["items"]} == newest_two and listed["total"] == 2
+    listed = {b["backup_id"]: b for b in client.get("/api/v1/backups?limit=100").get_json()["result"]["items"]}
+    kept_own = {made[0]["snapshot_name"], made[2]["snapshot_name"], made[3]["snapshot_name"]}
+    others = {job["snapshot_name"] for job in [*by_hand, theirs]}
+    assert set(listed) == kept_own | others  # only made[1] went
+    assert all(listed[job["snapshot_name"]]["schedule_id"] is None for job in by_hand)
+    assert listed[theirs["snapshot_name"]]["schedule_id"] == neighbour["id"]
+    assert {listed[b]["schedule_id"] for b in kept_own} == {schedule["id"]}
+    assert [b for b, item in listed.items() if item["pinned"]] == [made[0]["snapshot_name"]]
     storage = storage_backend(app, storage_cfg["id"])
     in_storage = {info.key.split("/")[1] for info in storage.list("docs/")}
-    assert in_storage == newest_two  # data gone too, not only manifests
-    # The backup that made the third and fourth deletions says so.
-    assert jobs.get(made[2]["id"]).metadata["retention_deleted"] == [made[0]["snapshot_name"]]
+    assert in_storage == kept_own | others - {by_hand[2]["snapshot_name"]}  # data gone too, not only manifests
+    # The backup that made the deletion says so; the one before had nothing of its own to delete.
+    assert "retention_deleted" not in jobs.get(made[2]["id"]).metadata
     assert jobs.get(made[3]["id"]).metadata["retention_deleted"] == [made[1]["snapshot_name"]]
 
 

@@ -91,7 +91,7 @@ def test_collection_backup_to_s3_and_restore(app, client, jobs, worker, qdrant_n
     damaged[len(damaged) // 2] ^= 0xFF
     minio.put_object(s3_bucket, manifest["key"], io.BytesIO(bytes(damaged)), len(damaged))
     failed = run_job(client, jobs, worker, expect="failed", type="restore", collection_name=docs,
-                     snapshot_name=backup_id, metadata=metadata)
+                     snapshot_name=backup_id, metadata={**metadata, "replace": True})
     assert "checksum mismatch" in failed["error"].lower() and manifest["sha256"] in failed["error"]
     assert data.exact_count(qdrant_node, docs) == data.POINTS
     assert snapshots_on(qdrant_node, docs) == []
@@ -205,6 +205,7 @@ def test_restore_over_a_changed_collection_brings_back_the_backed_up_points(app,
                         json={"payload": {"text": "changed"}, "points": [1, 2, 4, 5]})
     assert data.exact_count(qdrant_node, docs) != data.POINTS
 
-    done = run_job(client, jobs, worker, type="restore", collection_name=docs, snapshot_name=backup_id)
+    done = run_job(client, jobs, worker, type="restore", collection_name=docs, snapshot_name=backup_id,
+                   metadata={"replace": True})
     assert done["metadata"]["restored_points"] == data.POINTS
     assert data.differences(before, data.scroll_all(qdrant_node.url, qdrant_node.api_key, docs)) == []
