@@ -217,6 +217,24 @@ def test_abort_incomplete_removes_leftovers_of_a_crashed_write(store: LocalStora
         store.abort_incomplete("")
 
 
+def test_abort_incomplete_of_one_key_leaves_the_other_keys_leftovers(store: LocalStorage, root: Path) -> None:
+    """A prefix that is not a directory ("c/b1/full" for c/b1/full.snapshot) matches the key a temp file belongs
+    to, not its directory; at the root too."""
+    for name in ("a", "b", "manifest.json", "z"):
+        store.write_bytes(f"c/b1/{name}", b"kept")
+    (root / "c/b1/.full.snapshot.qbm-0123456789ab.part").write_bytes(b"half")
+    (root / "c/b1/.manifest.json.qbm-0123456789ab.part").write_bytes(b"half")
+    (root / ".top.snapshot.qbm-0123456789ab.part").write_bytes(b"half")
+    (root / ".other.qbm-0123456789ab.part").write_bytes(b"half")
+
+    assert store.abort_incomplete("c/b1/full") == 1
+    assert store.abort_incomplete("top") == 1
+
+    assert all_entries(root) == [".other.qbm-0123456789ab.part", "c", "c/b1",
+                                 "c/b1/.manifest.json.qbm-0123456789ab.part", "c/b1/a", "c/b1/b",
+                                 "c/b1/manifest.json", "c/b1/z"]
+
+
 def test_directory_in_the_way(store: LocalStorage, root: Path) -> None:
     (root / "a/b").mkdir(parents=True)
     with pytest.raises(StorageError, match="a directory is in the way"):
