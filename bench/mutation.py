@@ -119,7 +119,8 @@ def lua_mutants(source: str) -> list[tuple[str, str]]:
                 at = start + site.start()
                 mutated = source[:at] + new + source[at + len(text):]
                 snippet = body.splitlines()[line - 1].strip()
-                mutants.append((f"{name} line {line}: {text!r} -> {new!r} in `{snippet}`", mutated))
+                column = site.start() - (body.rfind("\n", 0, site.start()) + 1) + 1
+                mutants.append((f"{name} line {line} col {column}: {text!r} -> {new!r} in `{snippet}`", mutated))
     return mutants
 
 
