@@ -575,6 +575,9 @@ def test_update_sets_and_clears_several_fields_in_one_write(store: JobStore) -> 
     expected = ("20261120T000000Z-00000001", "the bucket is gone")
     assert (updated.snapshot_name, updated.error) == expected
     assert (store.get(job.id).snapshot_name, store.get(job.id).error) == expected
+    mixed = store.update(job.id, snapshot_name="20261120T000000Z-00000002", error=None)  # one set, one cleared
+    assert (mixed.snapshot_name, store.get(job.id).error) == ("20261120T000000Z-00000002", None)
+    store.update(job.id, error="again")
     cleared = store.update(job.id, snapshot_name=None, error=None)
     assert (cleared.snapshot_name, cleared.error) == (None, None)
     assert (store.get(job.id).snapshot_name, store.get(job.id).error) == (None, None)
