@@ -48,10 +48,17 @@ LUA_TESTS = ["tests/test_job_store.py", "-k", "not ten_thousand"]  # that one ta
 
 
 def mutmut(*args: str, max_children: int) -> None:
+    """Run mutmut; its progress output goes to mutants/mutation-run.log (shown when it fails)."""
     command = [MUTMUT, "run", "--max-children", str(max_children), *args]
-    print("$", " ".join(command[:6]), f"... ({len(args)} names)" if len(args) > 3 else " ".join(args[3:]),
-          flush=True)
-    subprocess.run(command, cwd=REPO, check=False, stdout=subprocess.DEVNULL)
+    shown = " ".join(command[:4] + list(args[:2])) + (f" ... ({len(args)} names)" if len(args) > 2 else "")
+    print("$", shown, flush=True)
+    log = REPO / "mutants" / "mutation-run.log"
+    log.parent.mkdir(exist_ok=True)
+    with log.open("w") as out:
+        done = subprocess.run(command, cwd=REPO, check=False, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace").replace("\r", "\n").splitlines()[-30:]
+        print(f"mutmut failed (exit {done.returncode}); the end of {log}:", *tail, sep="\n", flush=True)
 
 
 def statuses() -> dict[str, str]:
