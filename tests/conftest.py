@@ -1,7 +1,7 @@
 """Shared fixtures: real Redis (own DB and key prefix), the Qdrant double, moto's S3 server.
 
 Nothing here mocks our own code: tests talk to a real Redis server, a real HTTP server standing in for
-Qdrant, and moto's real S3 HTTP server driven through the ``minio`` client.
+Qdrant, and moto's real S3 HTTP server (signatures checked, see tests/moto_s3.py) driven through ``minio``.
 """
 
 from __future__ import annotations
@@ -10,9 +10,13 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from tests.moto_s3 import Moto, S3Server
 
 TEST_REDIS_URL = os.environ.get("QBM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -77,35 +81,24 @@ def qdrant_cluster(tmp_path: Path) -> Iterator[object]:
     cluster.stop()
 
 
-class S3Server:
-    def __init__(self, endpoint: str, host: str) -> None:
-        self.endpoint = endpoint
-        self.host = host
-        self.access_key = "qbm-test-access"
-        self.secret_key = "qbm-test-secret-Zx81"
-        self.region = "us-east-1"
+@pytest.fixture(scope="session")
+def moto() -> Iterator[Moto]:
+    from tests import moto_s3
 
-    def minio(self):  # noqa: ANN201 - test helper
-        from minio import Minio
-
-        return Minio(self.host, access_key=self.access_key, secret_key=self.secret_key,
-                     secure=False, region=self.region)
+    running = moto_s3.start()
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield S3Server(f"http://{host}:{port}", f"{host}:{port}")
-    server.stop()
+def s3_server(moto: Moto) -> S3Server:
+    """moto's S3 with signatures checked, as an IAM user with an S3-only policy; buckets in eu-central-1."""
+    return moto.s3
 
 
 @pytest.fixture
 def s3_bucket(s3_server: S3Server) -> str:
     """A fresh, empty bucket for this test."""
     name = f"qbm-test-{uuid.uuid4().hex[:12]}"
-    s3_server.minio().make_bucket(name)
+    s3_server.minio().make_bucket(name, s3_server.region)
     return name

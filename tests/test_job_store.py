@@ -583,3 +583,19 @@ def test_a_job_stored_by_an_older_qbm_keeps_its_storage_backend(store, redis_cli
     assert old.storage_id == "st_old" and old.metadata == {"keep_on_qdrant": True}
     assert old.to_dict()["metadata"] == {"storage_id": "st_old", "keep_on_qdrant": True}
     assert store.count_active_using_storage("st_old") == 1
+
+
+def test_update_sets_and_clears_several_fields_in_one_write(store: JobStore) -> None:
+    job = store.create("backup", "docs")
+
+    updated = store.update(job.id, snapshot_name="20261120T000000Z-00000001", error="the bucket is gone")
+
+    expected = ("20261120T000000Z-00000001", "the bucket is gone")
+    assert (updated.snapshot_name, updated.error) == expected
+    assert (store.get(job.id).snapshot_name, store.get(job.id).error) == expected
+    mixed = store.update(job.id, snapshot_name="20261120T000000Z-00000002", error=None)  # one set, one cleared
+    assert (mixed.snapshot_name, store.get(job.id).error) == ("20261120T000000Z-00000002", None)
+    store.update(job.id, error="again")
+    cleared = store.update(job.id, snapshot_name=None, error=None)
+    assert (cleared.snapshot_name, cleared.error) == (None, None)
+    assert (store.get(job.id).snapshot_name, store.get(job.id).error) == (None, None)

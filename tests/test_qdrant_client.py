@@ -89,6 +89,8 @@ def test_shard_snapshot_calls(qdrant, client):
     qdrant.create_collection("c", points=3, shard_number=3)  # 1 per shard
     assert client.recover_from_url("c", created["name"], shard_id=2, priority="snapshot") is True
     assert qdrant.points_count("c") == 12
+    [recover] = [r for r in qdrant.requests_log if r.path == "/collections/c/shards/2/snapshots/recover"]
+    assert recover.json == {"location": created["name"], "priority": "snapshot"}  # what Qdrant was told
 
     qdrant.drop_collection("c")
     qdrant.create_collection("c", points=3, shard_number=3)

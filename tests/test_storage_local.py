@@ -196,6 +196,13 @@ def test_leftover_temp_files_from_a_crash_are_never_listed(store: LocalStorage, 
 
     assert [o.key for o in store.list()] == ["c/other"]
     assert not store.exists("c/full.snapshot")
+    # ... whatever order the directory lists them in: a leftover among objects hides none of them
+    for name in ("a", "b", "c"):
+        store.write_bytes(f"c/{name}", b"1")
+    (root / "c/.b.qbm-0123456789ab.part").write_bytes(b"half")
+    for name in ("x", "y", "z"):
+        store.write_bytes(f"c/{name}", b"1")
+    assert [o.key for o in store.list("c/")] == ["c/a", "c/b", "c/c", "c/other", "c/x", "c/y", "c/z"]
     with pytest.raises(InvalidKey, match="reserved"):
         store.write_bytes("c/.full.snapshot.qbm-0123456789ab.part", b"x")
 
@@ -215,6 +222,24 @@ def test_abort_incomplete_removes_leftovers_of_a_crashed_write(store: LocalStora
     assert store.abort_incomplete("c/b1/") == 0
     with pytest.raises(InvalidKey, match="empty prefix"):
         store.abort_incomplete("")
+
+
+def test_abort_incomplete_of_one_key_leaves_the_other_keys_leftovers(store: LocalStorage, root: Path) -> None:
+    """A prefix that is not a directory ("c/b1/full" for c/b1/full.snapshot) matches the key a temp file belongs
+    to, not its directory; at the root too."""
+    for name in ("a", "b", "manifest.json", "z"):
+        store.write_bytes(f"c/b1/{name}", b"kept")
+    (root / "c/b1/.full.snapshot.qbm-0123456789ab.part").write_bytes(b"half")
+    (root / "c/b1/.manifest.json.qbm-0123456789ab.part").write_bytes(b"half")
+    (root / ".top.snapshot.qbm-0123456789ab.part").write_bytes(b"half")
+    (root / ".other.qbm-0123456789ab.part").write_bytes(b"half")
+
+    assert store.abort_incomplete("c/b1/full") == 1
+    assert store.abort_incomplete("top") == 1
+
+    assert all_entries(root) == [".other.qbm-0123456789ab.part", "c", "c/b1",
+                                 "c/b1/.manifest.json.qbm-0123456789ab.part", "c/b1/a", "c/b1/b",
+                                 "c/b1/manifest.json", "c/b1/z"]
 
 
 def test_directory_in_the_way(store: LocalStorage, root: Path) -> None:
@@ -422,6 +447,7 @@ def test_list_stat_exists_and_read(store: LocalStorage) -> None:
     info = store.stat("a/sub/3")
     assert (info.key, info.size) == ("a/sub/3", 3)
     assert info.modified.tzinfo is not None and info.modified >= before
+    assert all(o.modified.tzinfo is not None and o.modified >= before for o in store.list())  # aware, like S3's
     assert {o.key: o.size for o in store.list("b")} == {"b/2": 2}
 
     assert store.exists("ab") and not store.exists("a/2")
@@ -443,12 +469,9 @@ def test_a_root_that_does_not_exist_yet_is_simply_empty(tmp_path: Path) -> None:
 def test_missing_objects(store: LocalStorage) -> None:
     store.write_bytes("dir/obj", b"x")
     for key in ("missing", "dir", "dir/obj/deeper"):
-        with pytest.raises(ObjectNotFound):
-            store.stat(key)
-        with pytest.raises(ObjectNotFound):
-            store.open(key)
-        with pytest.raises(ObjectNotFound):
-            store.read_bytes(key)
+        for operation in (store.stat, store.open, store.read_bytes):
+            with pytest.raises(ObjectNotFound, match=f"no object '{key}' in {store.root}"):
+                operation(key)
 
 
 def test_read_bytes_refuses_big_objects(store: LocalStorage) -> None:

@@ -23,9 +23,11 @@ from shared.adapters.storage import (
     Cancelled,
     InvalidKey,
     ObjectNotFound,
+    PermissionDenied,
     S3Storage,
     StorageError,
     StorageUnavailable,
+    WrongRegion,
     from_config,
 )
 from tests.storage_roundtrip import ChunkReader, generate, run_in_child
@@ -192,12 +194,9 @@ def test_interrupt_after_parts_were_uploaded_leaves_nothing(store: S3Storage, ad
 
 
 @pytest.fixture
-def doomed_server():
+def doomed_server(moto):
     """A second moto server sharing the in-process moto state, which a test can stop midway."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    server = moto.second_server()
     yield server
     server.stop()  # stopping an already stopped server is harmless
 
@@ -416,8 +415,50 @@ def test_connectivity_check_unreachable_endpoint(closed_port: int, s3_server) ->
 
 
 def test_region_auto_detection(s3_server, s3_bucket) -> None:
+    # The bucket is in eu-central-1 and S3 (moto, here) refuses requests signed for any other region: this works
+    # only if the client asks for the bucket's region first.
     store = S3Storage(s3_server.endpoint, s3_bucket, None, s3_server.access_key, s3_server.secret_key)
-    assert store.test()[0]
+    assert store.test() == (True, f"wrote, read back and removed a test object in bucket {s3_bucket!r} "
+                                  f"at {s3_server.endpoint}")
+
+
+def refusals(s3_server) -> dict[str, tuple[dict[str, str], type[StorageError], str]]:
+    """Settings S3 refuses (what to change, the error, the start of its sentence)."""
+    endpoint = s3_server.endpoint
+    return {
+        "wrong secret key": ({"secret_key": s3_server.secret_key[:-4] + "XXXX"}, PermissionDenied,
+                             f"the secret key does not match the access key ({endpoint} rejected the request "
+                             "signature)"),
+        "unknown access key": ({"access_key": "AKIAQBMTESTUNKNOWN00"}, PermissionDenied,
+                               f"the access key is not known to {endpoint}"),
+        "wrong region": ({"region": "us-east-1"}, WrongRegion, f"{endpoint} rejected the request "),
+    }
+
+
+@pytest.mark.parametrize("case", ["wrong secret key", "unknown access key", "wrong region"])
+def test_refused_settings_fail_the_check_and_every_operation_with_a_sentence(s3_server, s3_bucket, admin,
+                                                                             case: str) -> None:
+    admin.put_object(Bucket=s3_bucket, Key="kept", Body=b"data")
+    change, error, sentence = refusals(s3_server)[case]
+    settings = {"region": s3_server.region, "access_key": s3_server.access_key,
+                "secret_key": s3_server.secret_key, **change}
+    store = S3Storage(s3_server.endpoint, s3_bucket, settings["region"], settings["access_key"],
+                      settings["secret_key"], part_size=PART)
+
+    ok, message = store.test()
+
+    assert not ok and message.startswith(sentence), message
+    if case == "wrong region":
+        assert message.endswith("the region 'us-east-1' is wrong; expecting 'eu-central-1' (check the region; "
+                                "configured: us-east-1)"), message
+    for operation in (lambda: store.write("c/full.snapshot", chunks(12)), lambda: store.write_bytes("x", b"1"),
+                      lambda: store.read_bytes("kept"), lambda: list(store.list()),
+                      lambda: store.delete_prefix("c/")):
+        with pytest.raises(error) as info:
+            operation()
+        assert str(info.value).startswith(sentence), str(info.value)
+        assert s3_server.secret_key not in all_messages(info.value)
+    assert object_keys(admin, s3_bucket) == ["kept"] and incomplete_uploads(admin, s3_bucket) == []
 
 
 # -- configuration and secrets ------------------------------------------------------------------------------

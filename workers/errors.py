@@ -1,9 +1,9 @@
 """How a step's failure is judged: retry it (transient) or fail the job at once (permanent).
 
 Connection errors, Qdrant 5xx/408/429, a download cut mid-stream, S3/IO errors and Redis hiccups are
-transient: Dramatiq's Retries middleware runs the step again with backoff. A missing collection or
-backup, a deleted S3 bucket or refused credentials, a checksum mismatch, or any other 4xx answer will not
-get better by waiting, so the job fails straight away with a sentence a person can act on.
+transient: Dramatiq's Retries middleware runs the step again with backoff. A missing collection or backup, a
+deleted S3 bucket, refused credentials or a wrong S3 region, a checksum mismatch, or any other 4xx answer will
+not get better by waiting, so the job fails straight away with a sentence a person can act on.
 """
 
 from __future__ import annotations
@@ -11,7 +11,14 @@ from __future__ import annotations
 import redis
 
 from shared.adapters.qdrant import QdrantError
-from shared.adapters.storage.base import BucketNotFound, InvalidKey, ObjectNotFound, PermissionDenied, StorageError
+from shared.adapters.storage.base import (
+    BucketNotFound,
+    InvalidKey,
+    ObjectNotFound,
+    PermissionDenied,
+    StorageError,
+    WrongRegion,
+)
 from shared.domain.manifest import ManifestError
 
 
@@ -35,9 +42,10 @@ class JobCancelled(Exception):
 def is_transient(exc: BaseException) -> bool:
     """The one place that decides whether a step's failure is retried (Qdrant's own answers are judged by
     :attr:`shared.adapters.qdrant.QdrantError.transient`)."""
-    # A missing bucket or refused credentials will not fix themselves between retries: say so at once.
+    # A missing bucket, refused credentials or a wrong region will not fix themselves between retries: say so
+    # at once.
     if isinstance(exc, PermanentError | ManifestError | InvalidKey | ObjectNotFound | BucketNotFound
-                  | PermissionDenied):
+                  | PermissionDenied | WrongRegion):
         return False
     if isinstance(exc, QdrantError):
         return exc.transient

@@ -63,6 +63,9 @@ def test_a_backup_runs_its_chain_in_process(ctx, run, qdrant, storage_id):
     _, storage = ctx.open_storage(done.storage_id)
     manifest = read_manifest(storage, "docs", done.snapshot_name)
     assert manifest.points_count == 7 and manifest.sha256 == done.metadata["sha256"]
+    # what a restore relies on: the kind of backup, what it is of, and where its bytes are (also in the job)
+    assert (manifest.type, manifest.collection, manifest.shard_id) == ("backup", "docs", None)
+    assert manifest.key == done.metadata["key"] and storage.stat(manifest.key).size == manifest.size
 
 
 def test_a_recorded_step_is_not_run_again(ctx, run, qdrant, storage_id):

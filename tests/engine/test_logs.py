@@ -49,12 +49,12 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture
-def secret_values(secret_key: str) -> dict[str, str]:
+def secret_values(secret_key: str, s3_server) -> dict[str, str]:  # noqa: ANN001
     token = secrets.token_hex(12)
     return {
         "QBM_API_KEYS": f"apikey-{token}-A",
         "QBM_QDRANT_API_KEY": f"qdrantkey-{token}-Q",
-        "QBM_DEFAULT_S3_SECRET_KEY": f"s3secret-{token}-S",
+        "QBM_DEFAULT_S3_SECRET_KEY": s3_server.secret_key,  # S3 checks signatures: the real one (40 random chars)
         "QBM_SECRET_KEY": secret_key,
         "other_s3_secret": f"s3other-{token}-T",
     }

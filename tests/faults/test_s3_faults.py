@@ -7,6 +7,9 @@
   after 7 attempts, about two minutes of backoff, with S3's message; that takes too long for this suite.)
 * The bucket was deleted after the storage backend was tested and saved. That will not fix itself, so the job
   fails at once, naming the bucket, and nothing is created.
+* S3 refuses the credentials (a wrong secret key, an unknown access key) or the region the requests are signed
+  for. That will not fix itself either: "test connection" says why, and a backup fails at once with the same
+  sentence.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def test_s3_outage_mid_upload_is_retried_and_completes_once_s3_is_back(app, clie
                                                                          engine_config, s3_server, s3_bucket,
                                                                          s3_proxy, boto_s3):
     # QBM reaches S3 only through the proxy; the test looks at moto directly.
-    via_proxy = type(s3_server)(s3_proxy.endpoint, f"127.0.0.1:{s3_proxy.port}")
+    via_proxy = s3_server.through(s3_proxy.endpoint, f"127.0.0.1:{s3_proxy.port}")
     storage_cfg = register_storage(client, "s3", engine_config, via_proxy, s3_bucket)
     qdrant.create_collection("big", points=64, size_bytes=40 * MiB)
     qdrant.faults.throttle(8 * MiB)
@@ -86,3 +89,37 @@ def test_bucket_deleted_after_the_test_fails_the_backup_at_once(client, jobs, qd
     assert "will retry" not in worker.log()  # failed on the first attempt, not after minutes of backoff
     # Nothing made the bucket again, so no object and no manifest exist anywhere.
     assert s3_bucket not in [b["Name"] for b in boto_s3.list_buckets()["Buckets"]]
+
+
+@pytest.mark.parametrize("case, change, sentence", [
+    ("wrong secret key", {"s3_secret_key": "wrong-secret-key-for-the-access-key"},
+     "the secret key does not match the access key ({endpoint} rejected the request signature)"),
+    ("unknown access key", {"s3_access_key": "AKIAQBMTESTUNKNOWN00"}, "the access key is not known to {endpoint}"),
+    ("wrong region", {"s3_region": "us-east-1"},
+     "the region 'us-east-1' is wrong; expecting 'eu-central-1' (check the region; configured: us-east-1)"),
+])
+def test_refused_credentials_or_region_fail_the_test_and_the_backup_at_once(  # noqa: ANN001
+        client, jobs, qdrant, worker, s3_server, s3_bucket, boto_s3, case: str, change: dict, sentence: str):
+    """S3 checks who signed a request and for which region: a backend S3 refuses fails "test connection" and a
+    backup with S3's reason in a sentence (no traceback, no retry), and nothing is left in the bucket."""
+    expected = sentence.format(endpoint=s3_server.endpoint)
+    body = {"name": "s3", "type": "s3", "s3_endpoint": s3_server.endpoint, "s3_bucket": s3_bucket,
+            "s3_region": s3_server.region, "s3_access_key": s3_server.access_key,
+            "s3_secret_key": s3_server.secret_key, **change}
+    tested = client.post("/api/v1/storage/test", json=body)
+    assert tested.status_code == 200, tested.get_json()
+    assert tested.get_json()["result"]["success"] is False
+    assert expected in tested.get_json()["result"]["message"], tested.get_json()
+    saved = client.post("/api/v1/storage", json={**body, "is_default": True})
+    assert saved.status_code == 201, saved.get_json()
+    qdrant.create_collection("docs", points=10, size_bytes=1 * MiB)
+
+    job = post_job(client, type="backup", collection_name="docs")
+    done = wait_for_job(jobs, job["id"], timeout=20, worker=worker)
+
+    assert done["status"] == "failed", done
+    assert expected in done["error"], done["error"]
+    assert "Traceback" not in done["error"] and "will retry" not in worker.log()  # at once, not after backoff
+    assert "Traceback" not in worker.log()
+    assert s3_server.secret_key not in done["error"] + worker.log()
+    assert object_keys(boto_s3, s3_bucket) == [] and multipart_uploads(boto_s3, s3_bucket) == []

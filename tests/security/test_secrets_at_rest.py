@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,11 @@ import redis
 from cryptography.fernet import Fernet
 
 from shared.adapters.secret_box import ENCRYPTED_PREFIX, SecretBox, SecretKeyMissing, SecretUndecryptable
+from shared.adapters.storage import S3Storage
 from shared.records.storage_configs import StorageConfigStore
 from shared.runtime.config import ConfigError, load_config
 from tests.api.helpers import API, error_of, result_of
+from tests.backup_factory import put_backup
 from tests.security.redis_dump import occurrences
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,9 +33,14 @@ def _secret() -> str:
     return f"S3SECRET-{uuid.uuid4().hex}-at-rest"
 
 
-def _s3_body(s3_server, bucket: str, secret: str, name: str = "s3") -> dict:
+def _s3_body(s3_server, bucket: str, key: tuple[str, str], name: str = "s3") -> dict:
+    """A backend with an access key and its secret (moto's IAM made them: S3 checks the signature)."""
     return {"name": name, "type": "s3", "s3_endpoint": s3_server.endpoint, "s3_bucket": bucket,
-            "s3_region": s3_server.region, "s3_access_key": s3_server.access_key, "s3_secret_key": secret}
+            "s3_region": s3_server.region, "s3_access_key": key[0], "s3_secret_key": key[1]}
+
+
+def s3_server_storage(s3_server, bucket: str) -> S3Storage:
+    return S3Storage(s3_server.endpoint, bucket, s3_server.region, s3_server.access_key, s3_server.secret_key)
 
 
 def _stored(redis_client: redis.Redis, prefix: str, storage_id: str) -> str:
@@ -40,8 +48,9 @@ def _stored(redis_client: redis.Redis, prefix: str, storage_id: str) -> str:
 
 
 def test_the_s3_secret_is_stored_encrypted(client, s3_server, s3_bucket, redis_client, key_prefix, secret_key):
-    secret = _secret()
-    created = result_of(client.post(f"{API}/storage", json=_s3_body(s3_server, s3_bucket, secret)))
+    first = s3_server.new_key()
+    secret = first[1]
+    created = result_of(client.post(f"{API}/storage", json=_s3_body(s3_server, s3_bucket, first)))
     assert "s3_secret_key" not in created
 
     stored = _stored(redis_client, key_prefix, created["id"])
@@ -49,23 +58,30 @@ def test_the_s3_secret_is_stored_encrypted(client, s3_server, s3_bucket, redis_c
     assert Fernet(secret_key.encode()).decrypt(stored.removeprefix(ENCRYPTED_PREFIX).encode()).decode() == secret
     assert occurrences(redis_client, key_prefix, secret) == []
 
-    # A new secret replaces it, encrypted too; the same secret encrypts differently each time (fresh IV).
-    second = _secret()
-    result_of(client.put(f"{API}/storage/{created['id']}", json={"s3_secret_key": second}))
+    # A new key replaces it (a key rotation), its secret encrypted too; the same secret encrypts differently
+    # each time (fresh IV).
+    rotated = s3_server.new_key()
+    second = rotated[1]
+    result_of(client.put(f"{API}/storage/{created['id']}",
+                         json={"s3_access_key": rotated[0], "s3_secret_key": second}))
     assert occurrences(redis_client, key_prefix, second) == []
-    again = result_of(client.post(f"{API}/storage", json=_s3_body(s3_server, s3_bucket, second, "twin")))
+    again = result_of(client.post(f"{API}/storage", json=_s3_body(s3_server, s3_bucket, rotated, "twin")))
     assert _stored(redis_client, key_prefix, created["id"]) != _stored(redis_client, key_prefix, again["id"])
-    # And the backend still works with it: the API decrypts it to build the client.
+    # And the backend still works with it: the API decrypts it to build the client, and S3 checks the
+    # signature it makes with it (a backup is there to be listed, so S3 was asked).
+    made = put_backup(s3_server_storage(s3_server, s3_bucket), "docs", datetime.now(UTC))
     listing = client.get(f"{API}/backups", query_string={"storage_id": created["id"]})
     assert listing.status_code == 200, listing.get_json()
+    assert [b["backup_id"] for b in result_of(listing)["items"]] == [made.backup_id]
 
 
 def test_without_a_secret_key_s3_is_refused_with_the_reason_and_local_works(
     make_client, s3_server, s3_bucket, redis_client, key_prefix, storage_root
 ):
     keyless = make_client(secret_keys=())
-    secret = _secret()
-    resp = keyless.post(f"{API}/storage", json=_s3_body(s3_server, s3_bucket, secret))
+    key = s3_server.new_key()
+    secret = key[1]
+    resp = keyless.post(f"{API}/storage", json=_s3_body(s3_server, s3_bucket, key))
     assert resp.status_code == 503
     assert "QBM_SECRET_KEY" in error_of(resp) and "not set" in error_of(resp)
     assert result_of(keyless.get(f"{API}/storage")) == []
@@ -73,7 +89,7 @@ def test_without_a_secret_key_s3_is_refused_with_the_reason_and_local_works(
     assert list(redis_client.scan_iter(match=f"{key_prefix}storage:*")) == []
 
     # Testing a backend stores nothing, so it needs no key.
-    tested = result_of(keyless.post(f"{API}/storage/test", json=_s3_body(s3_server, s3_bucket, secret)))
+    tested = result_of(keyless.post(f"{API}/storage/test", json=_s3_body(s3_server, s3_bucket, key)))
     assert tested["success"] is True, tested
 
     local = keyless.post(f"{API}/storage", json={"name": "disk", "type": "local", "path": str(storage_root / "d")})
@@ -85,8 +101,9 @@ def test_without_a_secret_key_s3_is_refused_with_the_reason_and_local_works(
 def test_a_process_without_the_right_key_cannot_read_or_change_the_secret(
     client, make_client, s3_server, s3_bucket, redis_client, key_prefix
 ):
-    secret = _secret()
-    created = result_of(client.post(f"{API}/storage", json=_s3_body(s3_server, s3_bucket, secret)))
+    key = s3_server.new_key()
+    secret = key[1]
+    created = result_of(client.post(f"{API}/storage", json=_s3_body(s3_server, s3_bucket, key)))
     before = _stored(redis_client, key_prefix, created["id"])
 
     for other in (make_client(secret_keys=()), make_client(secret_keys=(Fernet.generate_key().decode(),))):

@@ -25,6 +25,7 @@ from .base import (
     StorageError,
     StorageUnavailable,
     WriteResult,
+    WrongRegion,
     validate_key,
     validate_prefix,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "StorageError",
     "StorageUnavailable",
     "WriteResult",
+    "WrongRegion",
     "check_local_path",
     "from_config",
     "validate_key",

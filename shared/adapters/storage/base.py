@@ -58,6 +58,10 @@ class PermissionDenied(StorageError):
     """The backend refused the operation (file permissions, S3 access denied, bad credentials)."""
 
 
+class WrongRegion(StorageError):
+    """S3 refused a request signed for another region than the bucket's: the configured region is wrong."""
+
+
 class StorageUnavailable(StorageError):
     """The backend could not be reached (connection refused, DNS, TLS, timeout): usually worth a retry."""
 

@@ -50,6 +50,7 @@ from .base import (
     StorageError,
     StorageUnavailable,
     WriteResult,
+    WrongRegion,
     validate_key,
     validate_prefix,
 )
@@ -326,8 +327,8 @@ class S3Storage(Storage):
             elif code in ("ExpiredToken", "InvalidToken", "TokenRefreshRequired"):
                 err = PermissionDenied(f"the credentials for {self.endpoint} have expired or are invalid")
             elif code in ("AuthorizationHeaderMalformed", "PermanentRedirect", "Redirect", "BadRequest"):
-                err = StorageError(f"{self.endpoint} rejected the request {action} {what}: {exc.message} "
-                                   f"(check the region; configured: {self.region or 'auto-detect'})")
+                err = WrongRegion(f"{self.endpoint} rejected the request {action} {what}: {exc.message} "
+                                  f"(check the region; configured: {self.region or 'auto-detect'})")
             else:
                 err = StorageError(f"S3 error {action} {what}: {code}: {exc.message}")
         elif isinstance(exc, ServerError):
