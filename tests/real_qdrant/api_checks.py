@@ -77,7 +77,15 @@ def check_shard_layout(client: Any, node: QdrantNode, collection: str, *, shard_
                        replication_factor: int, peers: int) -> dict:
     raw = qdrant_answer(node, "GET", f"/collections/{collection}/cluster", "CollectionClusterInfoResponse")
     ours = qbm_answer(client, "GET", f"/collections/{collection}/cluster")
-    assert ours == raw  # passed through as Qdrant gives it
+    shards = ours.pop("shards")
+    assert ours == raw  # passed through as Qdrant gives it, plus every replica of every shard:
+    replicas: dict[int, set[tuple[int, str]]] = {}
+    for s in raw["local_shards"]:
+        replicas.setdefault(s["shard_id"], set()).add((raw["peer_id"], s["state"]))
+    for s in raw["remote_shards"]:
+        replicas.setdefault(s["shard_id"], set()).add((s["peer_id"], s["state"]))
+    assert {s["shard_id"]: {(r["peer_id"], r["state"]) for r in s["replicas"]} for s in shards} == replicas
+    assert all(len(s["replicas"]) == replication_factor for s in shards)
     assert ours["shard_count"] == shard_number
     local = [s["shard_id"] for s in ours["local_shards"]]
     remote = [(s["shard_id"], s["peer_id"]) for s in ours["remote_shards"]]

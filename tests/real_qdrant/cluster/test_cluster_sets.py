@@ -111,6 +111,7 @@ def test_a_set_restores_into_a_separate_two_peer_cluster(app, client, jobs, work
 
     other = QdrantCluster(qdrant_bin, tmp_path / "other", size=2).start()
     try:
+        (tmp_path / "other-qbm").mkdir()
         other_config = cluster_engine_config(other, redis_url, key_prefix, tmp_path / "other-qbm", secret_key)
         env = worker_env_for(other_config)
         env["QBM_STORAGE_ROOTS"] = ":".join(str(p) for p in engine_config.storage_roots)  # the same backups
