@@ -12,7 +12,7 @@ import re
 import time
 from datetime import UTC, datetime
 
-from shared.adapters.qdrant import QdrantError
+from shared.adapters.qdrant import QdrantClient, QdrantError
 from shared.adapters.storage.base import Cancelled
 from shared.domain import refusals
 from shared.domain.manifest import Manifest, backup_prefix, new_backup_id, qbm_version, snapshot_key, write_manifest
@@ -32,11 +32,10 @@ CREATE_END, TRANSFER_END = 10, 95
 CHECKSUM_WAIT_SECONDS = 30.0
 
 
-def _points_count(ctx: Context, job: Job) -> int | None:
+def _points_count(ctx: Context, job: Job, client: QdrantClient) -> int | None:
     """The exact count for a collection (collection info's is an estimate); a shard's count is the one its
     node reports in the shard layout (Qdrant has no exact count per shard id)."""
     c, shard = job.collection_name, job.shard_id
-    client = ctx.qdrant_for(job)
     if shard is None:
         return client.count_points(c, exact=True)
     info = client.collection_cluster_info(c)
@@ -56,11 +55,11 @@ def create(ctx: Context, job: Job) -> dict:
             if "create_started" not in job.steps:
                 ctx.jobs.record_step(job.id, "create_started", {"at": utcnow_iso()})
             return backup_set.plan(ctx, job, backup_id)
-        points = _points_count(ctx, job)
-        client = ctx.qdrant_for(ctx.jobs.get(job.id))  # with the peer _points_count chose for a shard
+        client = ctx.qdrant_for(job)  # resolved once: for a shard in a cluster, a peer holding it
+        points = _points_count(ctx, job, client)
         qdrant_version = client.version()
         started = job.steps.get("create_started")
-        snapshot = _adopt(ctx, job, started["at"]) if started else None
+        snapshot = _adopt(ctx, job, started["at"], client) if started else None
         if snapshot is None:
             ctx.jobs.record_step(job.id, "create_started", {"at": utcnow_iso()})
             snapshot = client.create_snapshot(job.collection_name, shard_id=job.shard_id, wait=True)
@@ -71,7 +70,7 @@ def create(ctx: Context, job: Job) -> dict:
     if not snapshot or not snapshot.get("name"):
         raise PermanentError("Qdrant accepted the snapshot request but returned no snapshot description")
     if not snapshot.get("checksum"):
-        snapshot = wait_for_checksum(ctx, job, snapshot)
+        snapshot = wait_for_checksum(ctx, job, snapshot, client=client)
     if not snapshot.get("checksum"):
         ctx.jobs.merge_metadata(job.id, {"qdrant_checksum": None})
     ctx.jobs.set_progress(job.id, CREATE_END)
@@ -85,17 +84,18 @@ def create(ctx: Context, job: Job) -> dict:
     }
 
 
-def _adopt(ctx: Context, job: Job, started_at: str) -> dict | None:
+def _adopt(ctx: Context, job: Job, started_at: str, client: QdrantClient | None = None) -> dict | None:
     """After a crash during creation, Qdrant may have finished the snapshot anyway (the work runs server
     side): reuse the newest snapshot listed since our first attempt instead of making a second one.
     A listed snapshot is complete (Qdrant renames it into place when done)."""
     since = parse_iso(started_at).timestamp() - 1
-    listed = ctx.qdrant_for(job).list_snapshots(job.collection_name, shard_id=job.shard_id)
+    client = client or ctx.qdrant_for(job)
+    listed = client.list_snapshots(job.collection_name, shard_id=job.shard_id)
     found = [(made, s) for s in listed if (made := _made_at(s)) is not None and made >= since]
     if not found:
         return None
     newest = max(found, key=lambda pair: pair[0])[1]
-    return newest if newest.get("checksum") else wait_for_checksum(ctx, job, newest)
+    return newest if newest.get("checksum") else wait_for_checksum(ctx, job, newest, client=client)
 
 
 #: The time Qdrant puts in every snapshot's name: ``{collection}-{peer}-2026-12-01-21-40-05.snapshot``.
@@ -112,13 +112,15 @@ def _made_at(snapshot: dict) -> float | None:
     return datetime(*map(int, match.groups()), tzinfo=UTC).timestamp()
 
 
-def wait_for_checksum(ctx: Context, job: Job, snapshot: dict, timeout: float = CHECKSUM_WAIT_SECONDS) -> dict:
+def wait_for_checksum(ctx: Context, job: Job, snapshot: dict, timeout: float = CHECKSUM_WAIT_SECONDS, *,
+                      client: QdrantClient | None = None) -> dict:
     """The snapshot's description once Qdrant has written its checksum (see CHECKSUM_WAIT_SECONDS). A Qdrant
     that keeps its snapshots in S3 never writes one: after ``timeout`` the description is returned as it is
     and the backup relies on the sha256 QBM computes while copying (the job's metadata says so)."""
+    client = client or ctx.qdrant_for(job)  # once, not per poll
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        listed = ctx.qdrant_for(job).list_snapshots(job.collection_name, shard_id=job.shard_id)
+        listed = client.list_snapshots(job.collection_name, shard_id=job.shard_id)
         current = next((s for s in listed if s.get("name") == snapshot["name"]), None)
         if current is None:
             return snapshot  # gone: the transfer step finds that out and says so

@@ -29,9 +29,9 @@ from shared.adapters.storage.base import Cancelled
 from shared.adapters.topology import Peer
 from shared.domain.manifest import Manifest, backup_prefix, qbm_version, set_digest, snapshot_key, write_manifest
 from shared.pipeline.chains import item_record
-from shared.records.job import ACTIVE_STATUSES, Job, JobStatus
+from shared.records.job import Job, JobStatus
 from shared.runtime.timeutil import utcnow_iso
-from workers.context import Context, raise_if_cancelled
+from workers.context import Context, cancel_check, raise_if_cancelled
 from workers.errors import JobCancelled, PermanentError, TryLater, describe
 
 log = logging.getLogger("qbm.worker.backup_set")
@@ -115,6 +115,7 @@ def stream_shard(ctx: Context, job: Job, shard_id: int) -> dict:
     turn = shard_id % len(candidates)  # spread the shards over their replicas' peers
     candidates = candidates[turn:] + candidates[:turn]
     holder = f"{job.id}:{shard_id}"
+    progress = SetProgress(ctx, job, made["fan_out"])
     failures: list[str] = []
     last: QdrantError | None = None
     for pid in candidates:
@@ -123,7 +124,7 @@ def stream_shard(ctx: Context, job: Job, shard_id: int) -> dict:
         if not slots.take(holder):
             continue
         try:
-            result = _copy(ctx, job, storage, key, shard_id, peers[pid], lambda s=slots: s.take(holder))
+            result = _copy(ctx, job, storage, key, shard_id, peers[pid], progress, lambda s=slots: s.take(holder))
         except QdrantError as exc:
             if exc.status in (401, 403):
                 raise
@@ -136,7 +137,7 @@ def stream_shard(ctx: Context, job: Job, shard_id: int) -> dict:
             slots.release(holder)
         result["points_count"] = ((made.get("topology") or {}).get("shards", {}).get(str(shard_id)) or {}).get(
             "points_count")
-        SetProgress(ctx, job, made["fan_out"]).shard_done(shard_id, result["size"])
+        progress.shard_done(shard_id, result["size"])
         return result
     if last is not None:
         if not last.transient:
@@ -146,12 +147,12 @@ def stream_shard(ctx: Context, job: Job, shard_id: int) -> dict:
     raise TryLater(f"every peer holding shard {shard_id} serves {ctx.config.peer_stream_limit} stream(s) already")
 
 
-def _copy(ctx: Context, job: Job, storage: Storage, key: str, shard_id: int, peer: Peer,
+def _copy(ctx: Context, job: Job, storage: Storage, key: str, shard_id: int, peer: Peer, progress: SetProgress,
           renew_slot: Callable[[], object]) -> dict:
     storage.abort_incomplete(key)  # what a crashed earlier attempt of this shard left; other shards untouched
     meter = ctx.transfer_meter(job, "backup", storage.kind)
-    progress = SetProgress(ctx, job, job.steps["create"]["fan_out"])
-    keep_going = _still_wanted(ctx, job, renew_slot)
+    # Stops once the job ended (cancelled, or failed by another shard); renews the peer's stream slot as it goes.
+    keep_going = cancel_check(ctx.jobs, job.id, every=1.0, until_ended=True, each_check=renew_slot)
     try:
         with ctx.topology.client_for(peer).stream_shard_snapshot(job.collection_name, shard_id) as download, meter:
             written = storage.write(key, download, on_progress=meter.tracking(progress.tracker(shard_id)),
@@ -162,23 +163,6 @@ def _copy(ctx: Context, job: Job, storage: Storage, key: str, shard_id: int, pee
         raise PermanentError("the backup set stopped: another of its shards failed") from exc
     return {"shard_id": shard_id, "key": key, "size": written.size, "sha256": written.sha256,
             "peer_id": peer.peer_id, "peer_url": peer.rest_url}
-
-
-def _still_wanted(ctx: Context, job: Job, renew_slot: Callable[[], object], every: float = 1.0
-                  ) -> Callable[[], bool]:
-    """``should_continue`` for a shard stream: False once the job was cancelled or failed (another shard gave
-    up); renews the peer's stream slot as it goes."""
-    state = {"at": 0.0, "ok": True}
-
-    def should_continue() -> bool:
-        now = time.monotonic()
-        if now - state["at"] >= every:
-            state["at"] = now
-            state["ok"] = ctx.jobs.get(job.id).status in ACTIVE_STATUSES
-            renew_slot()
-        return state["ok"]
-
-    return should_continue
 
 
 class SetProgress:

@@ -13,7 +13,7 @@ from shared.adapters.qdrant import QdrantClient
 from shared.adapters.secret_box import SecretKeyError
 from shared.adapters.storage import Storage
 from shared.adapters.topology import parse_layout
-from shared.records.job import Job, JobStatus
+from shared.records.job import ACTIVE_STATUSES, Job, JobStatus
 from shared.records.job_store import JobStore
 from shared.records.storage_configs import StorageConfigNotFound
 from shared.runtime.metrics import TransferMeter, record_job_end
@@ -103,15 +103,21 @@ class Progress:
         self.jobs.set_progress(self.job_id, self.end, moved=done, total=self.total or done)
 
 
-def cancel_check(jobs: JobStore, job_id: str, every: float = 0.5) -> Callable[[], bool]:
-    """A ``should_continue`` callback: False once the job was cancelled (checked at most every ``every`` s)."""
+def cancel_check(jobs: JobStore, job_id: str, every: float = 0.5, *, until_ended: bool = False,
+                 each_check: Callable[[], object] | None = None) -> Callable[[], bool]:
+    """A ``should_continue`` callback: False once the job was cancelled (``until_ended``: once it ended in any
+    way, as when another shard of a backup set failed it), checked at most every ``every`` s; ``each_check`` runs
+    with every check (a stream renewing its slot)."""
     state = {"at": 0.0, "ok": True}
 
     def should_continue() -> bool:
         now = time.monotonic()
         if now - state["at"] >= every:
             state["at"] = now
-            state["ok"] = jobs.get(job_id).status != JobStatus.CANCELLED
+            status = jobs.get(job_id).status
+            state["ok"] = status in ACTIVE_STATUSES if until_ended else status != JobStatus.CANCELLED
+            if each_check is not None:
+                each_check()
         return state["ok"]
 
     return should_continue

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import BinaryIO
 
-from shared.adapters.qdrant import QdrantError
+from shared.adapters.qdrant import QdrantClient, QdrantError
 from shared.adapters.storage.base import ObjectNotFound
 from shared.domain import refusals
 from shared.domain.manifest import Manifest, read_manifest
@@ -95,11 +95,11 @@ def recover(ctx: Context, job: Job) -> dict:
     cfg, storage = ctx.storage_for(job)
     target, shard = job.target_collection, job.shard_id
     priority = job.metadata.get("priority") or DEFAULT_PRIORITY
-    qdrant = ctx.qdrant_for(job)
     if manifest.kind == "set":
         result = restore_set.recover(ctx, job, manifest, cfg["type"], storage, priority)
         ctx.jobs.set_progress(job.id, RECOVER_END)
         return result
+    qdrant = ctx.qdrant_for(job)
     try:
         if cfg["type"] == "s3" and not job.metadata.get("upload"):
             url = storage.presigned_get_url(manifest.key, PRESIGN_FOR)
@@ -114,7 +114,7 @@ def recover(ctx: Context, job: Job) -> dict:
                     qdrant.upload_and_recover(target, reader, shard_id=shard, filename=upload_name,  # type: ignore[arg-type]
                                                   size=manifest.size, priority=priority, checksum=manifest.sha256)
                 finally:
-                    _delete_uploaded(ctx, job, upload_name)
+                    _delete_uploaded(qdrant, job, upload_name)
             progress.finish(reader.done)
     except QdrantError as exc:
         if not is_transient(exc):
@@ -125,9 +125,9 @@ def recover(ctx: Context, job: Job) -> dict:
     return {"target": target}
 
 
-def _delete_uploaded(ctx: Context, job: Job, name: str) -> None:
+def _delete_uploaded(qdrant: QdrantClient, job: Job, name: str) -> None:
     try:
-        ctx.qdrant_for(job).delete_snapshot(job.target_collection, name, shard_id=job.shard_id, wait=True)
+        qdrant.delete_snapshot(job.target_collection, name, shard_id=job.shard_id, wait=True)
     except QdrantError as exc:
         if exc.status != 404:
             log.warning("could not delete uploaded snapshot %s on Qdrant: %s", name, exc,
