@@ -2,6 +2,7 @@
 
 * test_worker_kills.py -- a worker SIGKILLed mid-upload to S3, inside finalize, mid-restore-upload
   (mid-transfer to local storage: tests/engine/test_faults.py)
+* test_set_worker_kill.py -- a worker SIGKILLed in the middle of a backup set: another finishes the missing shards
 * test_qdrant_faults.py -- 503 on create, a download cut, a stalled download, damaged bytes to S3
   (damaged bytes to local storage: tests/engine/test_faults.py)
 * test_s3_faults.py -- S3 unreachable mid-upload, the bucket deleted after the backend was saved
