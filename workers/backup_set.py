@@ -18,6 +18,7 @@ Consistency: a set does not start while the collection has shard transfers or re
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from shared.adapters.locks import Slots
 from shared.adapters.qdrant import QdrantError
 from shared.adapters.storage import Storage
 from shared.adapters.storage.base import Cancelled
-from shared.adapters.topology import Peer
+from shared.adapters.topology import Layout, Peer
 from shared.domain.manifest import Manifest, backup_prefix, qbm_version, set_digest, snapshot_key, write_manifest
 from shared.pipeline.chains import item_record
 from shared.records.job import Job, JobStatus
@@ -72,18 +73,12 @@ def plan(ctx: Context, job: Job, backup_id: str) -> dict:
         if not shard.active_peers():
             raise PermanentError(_no_replica(c, shard.shard_id, shard.describe_replicas()))
     info = ctx.qdrant.collection_info(c)
-    counts: dict[int, int | None] = {}
-    for pid in sorted({r.peer_id for s in layout.shards.values() for r in s.replicas} & set(peers)):
-        try:
-            local = topology.client_for(peers[pid]).collection_cluster_info(c).get("local_shards") or []
-        except QdrantError:
-            continue  # a peer down now: its counts are only estimates anyway
-        for entry in local:
-            counts.setdefault(int(entry["shard_id"]), entry.get("points_count"))
+    total = ctx.qdrant.count_points(c, exact=True)
+    counts = topology.shard_counts(c, layout)
     result = {
         "backup_id": backup_id,
         "fan_out": sorted(layout.shards),
-        "points_count": ctx.qdrant.count_points(c, exact=True),
+        "points_count": total,
         "qdrant_version": ctx.qdrant.version(),
         "collection_config": info.get("config") or {},
         "payload_schema": info.get("payload_schema") or {},
@@ -93,6 +88,10 @@ def plan(ctx: Context, job: Job, backup_id: str) -> dict:
             "shards": {str(s.shard_id): {"replicas": [[r.peer_id, r.state] for r in s.replicas],
                                          "shard_key": s.shard_key, "points_count": counts.get(s.shard_id)}
                        for s in layout.shards.values()},
+            # Qdrant counts a shard only approximately; when those figures add up to the exact total, each is
+            # exact too (a restore then checks every shard against its figure).
+            "shard_counts_exact": set(counts) == set(layout.shards) and sum(counts.values()) == total,
+            "shard_keys": _shard_keys(ctx, c, layout, info),
         },
     }
     ctx.jobs.set_progress(job.id, CREATE_END)
@@ -236,6 +235,21 @@ def finalize(ctx: Context, job: Job) -> dict:
     ctx.jobs.merge_metadata(job.id, {"key": manifest.key, "size": manifest.size, "sha256": manifest.sha256,
                                      "kind": "set", "shards": len(shards)})
     return {"at": utcnow_iso()}
+
+
+def _shard_keys(ctx: Context, collection: str, layout: Layout, info: dict) -> list[dict] | None:
+    """A custom-sharded collection's shard keys, each with its shards and its exact points count (Qdrant counts
+    exactly per shard key); None for a collection sharded automatically."""
+    if ((info.get("config") or {}).get("params") or {}).get("sharding_method") != "custom":
+        return None
+    by_key: dict[str, dict] = {}
+    for shard in layout.shards.values():
+        entry = by_key.setdefault(json.dumps(shard.shard_key), {"key": shard.shard_key, "shards": []})
+        entry["shards"].append(shard.shard_id)
+    keys = sorted(by_key.values(), key=lambda e: min(e["shards"]))
+    for entry in keys:
+        entry["points_count"] = ctx.qdrant.count_points(collection, exact=True, shard_key=entry["key"])
+    return keys
 
 
 def _no_replica(collection: str, shard_id: int, replicas: str) -> str:

@@ -288,11 +288,14 @@ class QdrantClient:
     def collection_info(self, name: str) -> dict[str, Any]:
         return self._result(self._request("GET", f"/collections/{_q(name)}"))
 
-    def count_points(self, name: str, *, exact: bool = True) -> int:
+    def count_points(self, name: str, *, exact: bool = True, shard_key: Any = None) -> int:
         """``POST /collections/{name}/points/count``. Collection info's ``points_count`` is only an estimate
-        (segment statistics, deleted points included until optimised): compare backups with this."""
-        result = self._result(self._request("POST", f"/collections/{_q(name)}/points/count",
-                                            json={"exact": exact}))
+        (segment statistics, deleted points included until optimised): compare backups with this. With
+        ``shard_key`` (custom sharding only) only the points of that key's shards are counted."""
+        body: dict[str, Any] = {"exact": exact}
+        if shard_key is not None:
+            body["shard_key"] = shard_key
+        result = self._result(self._request("POST", f"/collections/{_q(name)}/points/count", json=body))
         return int(result["count"])
 
     def collection_cluster_info(self, name: str) -> dict[str, Any]:
@@ -301,6 +304,15 @@ class QdrantClient:
     def create_collection(self, name: str, body: dict[str, Any]) -> bool:
         """``PUT /collections/{name}`` with a CreateCollection body (in a cluster: on every peer, by consensus)."""
         return bool(self._result(self._request("PUT", f"/collections/{_q(name)}", json=body, long=True)))
+
+    def create_shard_key(self, name: str, shard_key: Any, *, shards_number: int,
+                         replication_factor: int | None = None) -> bool:
+        """``PUT /collections/{name}/shards``: the shards of a new shard key (custom sharding), numbered on from
+        the collection's highest shard id."""
+        body: dict[str, Any] = {"shard_key": shard_key, "shards_number": shards_number}
+        if replication_factor is not None:
+            body["replication_factor"] = replication_factor
+        return bool(self._result(self._request("PUT", f"/collections/{_q(name)}/shards", json=body, long=True)))
 
     def delete_collection(self, name: str) -> bool:
         return bool(self._result(self._request("DELETE", f"/collections/{_q(name)}", long=True)))

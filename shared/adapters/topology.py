@@ -132,6 +132,24 @@ class Topology:
     def layout(self, collection: str) -> Layout:
         return parse_layout(collection, self.client.collection_cluster_info(collection))
 
+    def shard_counts(self, collection: str, layout: Layout) -> dict[int, int]:
+        """Each shard's points count as a peer holding it reports it (``local_shards``; a peer reports only its
+        own). Qdrant counts per shard id only this way, and only approximately (segment statistics): a figure
+        to compare, not proof. Peers that do not answer are skipped."""
+        peers = self.peers()
+        holders = sorted({r.peer_id for s in layout.shards.values() for r in s.replicas} & set(peers))
+        clients = [self.client_for(peers[pid]) for pid in holders] if peers else [self.client]  # or single node
+        counts: dict[int, int] = {}
+        for client in clients:
+            try:
+                local = client.collection_cluster_info(collection).get("local_shards") or []
+            except QdrantError:
+                continue
+            for entry in local:
+                if entry.get("points_count") is not None and entry.get("state", ACTIVE) == ACTIVE:
+                    counts.setdefault(int(entry["shard_id"]), int(entry["points_count"]))
+        return counts
+
     def client_for(self, peer: Peer | str) -> QdrantClient:
         url = peer.rest_url if isinstance(peer, Peer) else peer
         if url not in self._clients:

@@ -4,13 +4,14 @@ nodes; restored whole; a replica that fails mid-stream replaced by another; tran
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from shared.domain.manifest import manifest_key, set_digest
-from tests.engine.conftest import make_engine_config, wait_for_job
+from tests.engine.conftest import WorkerProcess, make_engine_config, wait_for_job, worker_env_for
 from tests.engine.test_roundtrip import post_job, register_storage, sha256_of, storage_backend
 from tests.waiting import wait_until
 
@@ -72,6 +73,7 @@ def test_a_distributed_collection_is_backed_up_as_a_set_and_restored_whole(
     restored = wait_for_job(jobs, job["id"], worker=worker)
     assert restored["status"] == "completed", (restored, worker.log()[-3000:])
     assert restored["metadata"]["restored_points"] == POINTS
+    assert restored["metadata"]["shard_counts_checked"] == SHARDS  # each shard's count, not only the total
     assert qdrant_cluster.points_count(docs) == POINTS
     assert all(state == "Active" for replicas in qdrant_cluster.replicas(docs).values()
                for state in replicas.values())
@@ -231,3 +233,45 @@ def test_peers_on_their_own_hosts_need_no_peer_map(tmp_path, redis_url, key_pref
         assert {m["peer_id"]: (m["rest_url"], m["reachable"]) for m in members} == {
             pid: (url, True) for pid, url in cluster.rest_urls.items()}
         assert len({m["rest_url"] for m in members}) == 3
+
+
+def test_a_restored_shard_whose_count_differs_from_the_set_fails_the_restore_naming_it(
+        app, client, jobs, worker, qdrant_cluster, docs, engine_config):  # noqa: ANN001
+    storage = register_storage(client, "local", engine_config)
+    done = wait_for_job(jobs, post_job(client, type="backup", collection_name=docs)["id"], worker=worker)
+    assert done["status"] == "completed", done
+    manifest = _manifest(app, storage["id"], docs, done["snapshot_name"])
+    assert manifest["topology"]["shard_counts_exact"] is True
+    assert sum(s["points_count"] for s in manifest["shards"]) == POINTS
+    # The set says shard 2 had one point more than its file holds (as if the file were of another moment).
+    manifest["shards"][2]["points_count"] += 1
+    path = engine_config.storage_roots[0] / "backups" / manifest_key(docs, done["snapshot_name"])
+    path.write_text(json.dumps(manifest))
+    qdrant_cluster.drop_collection(docs)
+    restored = wait_for_job(jobs, post_job(client, type="restore", collection_name=docs,
+                                           snapshot_name=done["snapshot_name"])["id"], worker=worker)
+    shard = manifest["shards"][2]
+    assert restored["status"] == "failed"
+    assert (f"shard {shard['shard_id']}: {shard['points_count'] - 1} points, the set had {shard['points_count']}"
+            in restored["error"]), restored["error"]
+
+
+def test_a_set_restores_into_a_single_node_qdrant(app, client, jobs, worker, qdrant_cluster, docs, engine_config,
+                                                  qdrant, tmp_path):  # noqa: ANN001
+    """A cluster's set restored into one node (a copy of production on a laptop): that node holds every shard."""
+    register_storage(client, "local", engine_config)
+    done = wait_for_job(jobs, post_job(client, type="backup", collection_name=docs)["id"], worker=worker)
+    assert done["status"] == "completed", done
+    worker.stop()  # the restore must be run by a worker of the single node
+    single = WorkerProcess(worker_env_for(dataclasses.replace(engine_config, qdrant_url=qdrant.url, qdrant_peers=())),
+                           tmp_path / "single-worker.log").start()
+    try:
+        job = post_job(client, type="restore", collection_name=docs, snapshot_name=done["snapshot_name"],
+                       metadata={"target_collection": "docs-single"})
+        restored = wait_for_job(jobs, job["id"], worker=single)
+        assert restored["status"] == "completed", (restored, single.log()[-3000:])
+    finally:
+        single.stop()
+    assert qdrant.points_count("docs-single") == POINTS == restored["metadata"]["restored_points"]
+    assert restored["metadata"]["shard_counts_checked"] == SHARDS
+    assert qdrant.snapshot_files("docs-single") == []  # the uploaded shard files were removed

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.conftest import WorkerProcess, wait_for_job, worker_env_for
+from tests.engine.conftest import WorkerProcess, make_engine_config, wait_for_job, worker_env_for
 from tests.real_qdrant import data
 from tests.real_qdrant.helpers import (
     cluster_engine_config,
@@ -89,6 +89,7 @@ def test_a_set_of_a_distributed_collection_restores_every_point(request, app, cl
     done = run_job(client, jobs, worker, type="restore", collection_name=set_docs,
                    snapshot_name=done["snapshot_name"], timeout=SET_TIMEOUT)
     assert done["metadata"]["restored_points"] == data.POINTS
+    assert done["metadata"]["shard_counts_checked"] == SHARDS  # Qdrant's per-shard figures added up: compared
     data.wait_replicas_active(qdrant_cluster.peers, set_docs, timeout=120)
     info = first.result("GET", f"/collections/{set_docs}")
     assert info["config"]["params"]["shard_number"] == SHARDS
@@ -98,6 +99,38 @@ def test_a_set_of_a_distributed_collection_restores_every_point(request, app, cl
         assert data.exact_count(peer, set_docs) == data.POINTS
     assert data.differences(before, data.scroll_all(first.url, first.api_key, set_docs)) == []
     assert snapshot_files(qdrant_cluster.peers) == []  # the uploaded shard files were removed
+
+
+def test_a_set_restores_into_a_single_node(app, client, jobs, worker, qdrant_cluster, set_docs, engine_config,
+                                           qdrant_node, tmp_path, redis_url, key_prefix, secret_key):
+    """A copy of the cluster's collection on one node (a laptop, a staging box): the node holds every shard."""
+    first = qdrant_cluster.peers[0]
+    register_storage(client, "local", engine_config)
+    before = data.scroll_all(first.url, first.api_key, set_docs)
+    done = run_job(client, jobs, worker, type="backup", collection_name=set_docs, timeout=SET_TIMEOUT)
+    worker.stop()  # the restore must be run by a worker of the single node
+
+    (tmp_path / "single-qbm").mkdir()
+    single_config = make_engine_config(redis_url, key_prefix, qdrant_node.url, tmp_path / "single-qbm", secret_key,
+                                       qdrant_api_key=qdrant_node.api_key)
+    env = worker_env_for(single_config)
+    env["QBM_STORAGE_ROOTS"] = ":".join(str(p) for p in engine_config.storage_roots)  # the same backups
+    single = WorkerProcess(env, tmp_path / "single-worker.log").start()
+    copy = f"{set_docs}-single"
+    try:
+        job = post_job(client, type="restore", collection_name=set_docs, snapshot_name=done["snapshot_name"],
+                       metadata={"target_collection": copy})
+        restored = wait_for_job(jobs, job["id"], worker=single, timeout=SET_TIMEOUT)
+        assert restored["status"] == "completed", (restored, single.log()[-4000:])
+        assert restored["metadata"]["restored_points"] == data.POINTS
+        info = qdrant_node.result("GET", f"/collections/{copy}")
+        assert info["config"]["params"]["shard_number"] == SHARDS
+        assert data.differences(before, data.scroll_all(qdrant_node.url, qdrant_node.api_key, copy)) == []
+        leftovers = qdrant_node.snapshots_path / copy
+        assert not leftovers.exists() or not [p for p in leftovers.rglob("*") if p.is_file()]  # uploads removed
+    finally:
+        single.stop()
+        data.drop_collection(qdrant_node, copy)
 
 
 def test_a_set_restores_into_a_separate_two_peer_cluster(app, client, jobs, worker, qdrant_cluster, set_docs,
