@@ -134,8 +134,9 @@ def stream_shard(ctx: Context, job: Job, shard_id: int) -> dict:
             continue
         finally:
             slots.release(holder)
-        result["points_count"] = ((made.get("topology") or {}).get("shards", {}).get(str(shard_id)) or {}).get(
-            "points_count")
+        planned = (made.get("topology") or {}).get("shards", {}).get(str(shard_id)) or {}
+        result["points_count"] = planned.get("points_count")
+        result["shard_key"] = planned.get("shard_key")
         progress.shard_done(shard_id, result["size"])
         return result
     if last is not None:

@@ -138,7 +138,7 @@ def key_groups(manifest: Manifest) -> list[tuple[Any, list[int]]]:
     shards = (manifest.topology or {}).get("shards") or {}
     groups: dict[str, tuple[Any, list[int]]] = {}
     for shard in manifest.shards or []:
-        key = (shards.get(str(shard["shard_id"])) or {}).get("shard_key")
+        key = shard.get("shard_key", (shards.get(str(shard["shard_id"])) or {}).get("shard_key"))
         if key is None:
             raise PermanentError(f"backup {manifest.backup_id}: shard {shard['shard_id']} of a custom-sharded "
                                  "collection has no shard key in the manifest; it cannot be restored into place")

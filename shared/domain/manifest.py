@@ -81,8 +81,9 @@ class Manifest:
     #: snapshot per shard (``shards``), ``key`` the backup's folder, ``size`` their sum and ``sha256`` the
     #: :func:`set_digest` of the shards' checksums.
     kind: str = "snapshot"
-    #: A set's shards: ``shard_id``, ``key``, ``size``, ``sha256``, ``points_count`` (the layout's estimate),
-    #: ``peer_id`` and ``peer_url`` it was streamed from, ``shard_key``.
+    #: A set's shards: ``shard_id``, ``key``, ``size``, ``sha256``, ``points_count`` (Qdrant's per-shard figure;
+    #: exact when ``topology.shard_counts_exact``), ``peer_id`` and ``peer_url`` it was streamed from,
+    #: ``shard_key`` (custom sharding; also in ``topology.shard_keys`` with each key's exact count).
     shards: list[dict[str, Any]] | None = None
     #: What a set's restore needs and a snapshot lacks: the collection's config as ``GET /collections/{c}``
     #: gave it, its payload indexes (``payload_schema``), the aliases pointing at it, the peers and layout.
