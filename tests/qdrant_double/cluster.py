@@ -15,6 +15,11 @@ Public surface (QBM's cluster-aware backup sets are tested against exactly these
     cluster.start_resharding(name) / cluster.finish_resharding(name)
     cluster.kill(peer_id) / cluster.revive(peer_id)
     cluster.points_count(name), cluster.shard_points(name, shard_id)
+    cluster.create_custom_sharded(name, keys={"tenant-a": 300, 7: 120}, shards_per_key=2, replication_factor=2,
+                                  size_bytes=256 * 1024) -> {key: [shard ids]}
+    cluster.add_shard_key(name, key, shards_number=None, replication_factor=None, placement=None,
+                          initial_state=None, points=0, size_bytes=0) -> [shard ids]   # PUT .../shards
+    cluster.shard_keys(name) -> {shard id: key}, cluster.key_points(name, key)
     cluster.drop_collection(name), cluster.collection_exists(name)
     cluster.aliases(), cluster.payload_indexes(name)
     cluster.snapshot_files_everywhere()
@@ -22,8 +27,11 @@ Public surface (QBM's cluster-aware backup sets are tested against exactly these
     cluster.wait_for_resync(timeout)     # True when no resync is running
 
 Placement is Qdrant's round robin: the replicas of shard ``s`` live on peers ``[(s + r) % n for r in range(rf)]``
-(indexes into ``peer_ids``), and every replica of a shard holds the same data. What a peer answers over HTTP is in
-server.py (it asks this object for the layout and for counts over the whole collection).
+(indexes into ``peer_ids``), and every replica of a shard holds the same data. A collection with custom sharding
+starts without shards; each shard key adds its own, numbered on from the highest shard id (Qdrant's
+``max_shard_id() + 1``, so the first key's shards are 1..n, not 0..n-1), their replicas taken in turn from the
+peers (or the key's ``placement``) as Qdrant's ``generate_even_placement`` does, without its shuffle. What a peer
+answers over HTTP is in server.py (it asks this object for the layout and for counts over the whole collection).
 """
 
 from __future__ import annotations
@@ -40,11 +48,13 @@ from typing import Any
 from tests.qdrant_double import errors
 from tests.qdrant_double.aliases import AliasTable
 from tests.qdrant_double.server import QdrantDouble
-from tests.qdrant_double.store import Store, default_config
+from tests.qdrant_double.store import Store, default_config, initial_shard_ids, key_shard_ids
 
 log = logging.getLogger(__name__)
 
 FIRST_PEER_ID = 101
+#: Replica states a shard key's shards may start in (``initial_state``), as Qdrant allows.
+KEY_INITIAL_STATES = ("Active", "Partial")
 
 
 class ClusterLayout:
@@ -56,17 +66,33 @@ class ClusterLayout:
         self.replicas: dict[str, dict[int, dict[int, str]]] = {}
         self.transfers: dict[str, list[dict[str, Any]]] = {}
         self.resharding: dict[str, list[dict[str, Any]]] = {}
+        #: Custom sharding: shard id -> shard key, per collection (Qdrant's shard key mapping).
+        self.keys: dict[str, dict[int, Any]] = {}
 
     def place(self, name: str, placement: dict[int, dict[int, str]]) -> None:
         with self.lock:
             self.replicas[name] = placement
             self.transfers[name] = []
             self.resharding[name] = []
+            self.keys[name] = {}
 
     def forget(self, name: str) -> None:
         with self.lock:
-            for table in (self.replicas, self.transfers, self.resharding):
+            for table in (self.replicas, self.transfers, self.resharding, self.keys):
                 table.pop(name, None)
+
+    def add_key_shards(self, name: str, placement: dict[int, dict[int, str]], key: Any) -> None:
+        """A new shard key's shards join the layout (every peer sees them at once, as after consensus)."""
+        with self.lock:
+            self.shards(name)
+            self.replicas[name].update(placement)
+            self.keys[name].update(dict.fromkeys(placement, key))
+
+    def shard_keys(self, name: str) -> dict[int, Any]:
+        """A copy: shard id -> shard key (empty for a collection without custom sharding)."""
+        with self.lock:
+            self.shards(name)
+            return dict(self.keys.get(name, {}))
 
     def shards(self, name: str) -> dict[int, dict[int, str]]:
         """A copy: shard id -> {peer id: state}."""
@@ -216,7 +242,7 @@ class DoubleCluster:
     def create_from_config(self, name: str, config: dict[str, Any], *, points: int = 0,
                            size_bytes: int = 0) -> None:
         """What ``PUT /collections/{name}`` on any peer does: the collection on every peer, replicas placed."""
-        shard_number = int(config["params"]["shard_number"])
+        shard_ids = initial_shard_ids(config)
         replication_factor = min(int(config["params"].get("replication_factor") or 1), len(self.peer_ids))
         if self.collection_exists(name):
             raise errors.wrong_input(f"Collection `{name}` already exists!")
@@ -230,7 +256,7 @@ class DoubleCluster:
                 placement = {
                     shard: {self.peer_ids[(shard + r) % len(self.peer_ids)]: "Active"
                             for r in range(replication_factor)}
-                    for shard in range(shard_number)}
+                    for shard in shard_ids}
                 for peers in placement.values():
                     for peer_id in peers:
                         if peer_id in self.killed:
@@ -241,6 +267,86 @@ class DoubleCluster:
                 self.commit += 1
         finally:
             _remove_tree(tree)
+
+    # ----- custom sharding (shard keys) ------------------------------------------------------------------
+
+    def create_custom_sharded(self, name: str, keys: dict[Any, int], *, shards_per_key: int = 1,
+                              replication_factor: int = 2, size_bytes: int = 256 * 1024,
+                              vector_size: int = 4) -> dict[Any, list[int]]:
+        """A collection with custom sharding and its shard keys, made in the order of ``keys`` (key -> points,
+        split over the key's shards; ``size_bytes`` split evenly over the keys): what a multi-tenant collection
+        looks like to a backup. Returns each key's shard ids."""
+        config = default_config({"size": vector_size, "distance": "Cosine"}, shards_per_key, replication_factor)
+        config["params"]["sharding_method"] = "custom"
+        self.create_from_config(name, config)
+        share, extra = divmod(size_bytes, len(keys) or 1)
+        sizes = [share + (1 if i < extra else 0) for i in range(len(keys))]
+        return {key: self.add_shard_key(name, key, points=points, size_bytes=size)
+                for (key, points), size in zip(keys.items(), sizes, strict=True)}
+
+    def add_shard_key(self, name: str, key: Any, *, shards_number: int | None = None,
+                      replication_factor: int | None = None, placement: list[int] | None = None,
+                      initial_state: str | None = None, points: int = 0, size_bytes: int = 0) -> list[int]:
+        """What ``PUT /collections/{name}/shards`` does on any peer (its checks and messages are Qdrant's, from
+        src/common/collections.rs ``do_update_collection_cluster``), plus ``points`` and ``size_bytes`` of data
+        split over the new shards for tests. Returns the new shard ids."""
+        with self.layout.lock:
+            params = self._check_new_key(name, key, placement, initial_state)["params"]
+            number = shards_number or int(params["shard_number"])
+            factor = replication_factor or (1 if initial_state else int(params.get("replication_factor") or 1))
+            first = max(self.layout.shard_keys(name), default=0) + 1  # Qdrant's max_shard_id() + 1
+            shard_ids = list(range(first, first + number))
+            replicas = self._key_placement(shard_ids, placement or self.peer_ids, factor, initial_state or "Active")
+            tree = self.peers[0].store.build_shards(f"key-{name}", shard_ids, points=points, size_bytes=size_bytes)
+            try:
+                for double in self.peers:
+                    double.store.add_shards(name, tree, replicas=replicas, key=key)
+                self.layout.add_key_shards(name, replicas, key)
+                self.commit += 1
+            finally:
+                _remove_tree(tree)
+        return shard_ids
+
+    def _check_new_key(self, name: str, key: Any, placement: list[int] | None,
+                       initial_state: str | None) -> dict[str, Any]:
+        """Qdrant's checks before a shard key is created, in its order; returns the collection's config."""
+        if not self.collection_exists(name):
+            raise errors.collection_not_found(name)
+        config = self.peers[0].store.config(name)
+        if config["params"].get("sharding_method") != "custom":
+            raise errors.bad_request("Shard Key cannot be created with Auto sharding method")
+        if initial_state is not None and initial_state not in KEY_INITIAL_STATES:
+            raise errors.bad_request(f"Initial state cannot be {initial_state}, only Active or Partial are allowed")
+        shown = errors.shard_key_text(key)
+        if key in self.layout.shard_keys(name).values():
+            raise errors.bad_request(f"Sharding key {shown} already exists for collection {name}")
+        if placement is not None and not placement:
+            raise errors.bad_request(f"Sharding key {shown} placement cannot be empty. If you want to use random "
+                                     "placement, do not specify placement")
+        for peer_id in placement or []:
+            if peer_id not in self.peer_ids:
+                raise errors.bad_request(f"Peer {peer_id} does not exist")
+        return config
+
+    def _key_placement(self, shard_ids: list[int], pool: list[int], factor: int,
+                       state: str) -> dict[int, dict[int, str]]:
+        """Qdrant's ``generate_even_placement`` without the shuffle: replicas taken in turn from ``pool``,
+        continuing over the collection's shard ids (so successive keys spread over the peers); at most one replica
+        per peer. A killed peer's replicas start Dead, as for a new collection."""
+        factor = min(factor, len(pool))
+        placement = {}
+        for shard_id in shard_ids:
+            peers = [pool[((shard_id - 1) * factor + r) % len(pool)] for r in range(factor)]
+            placement[shard_id] = {p: "Dead" if p in self.killed else state for p in peers}
+        return placement
+
+    def shard_keys(self, name: str) -> dict[int, Any]:
+        """shard id -> shard key of a custom-sharded collection (empty otherwise)."""
+        return self.layout.shard_keys(name)
+
+    def key_points(self, name: str, key: Any) -> int:
+        """Exact points count of one shard key (one replica per shard); 400 as Qdrant's for an unknown key."""
+        return sum(self.shard_points(name, shard_id) for shard_id in key_shard_ids(self.shard_keys(name), key))
 
     def drop_collection(self, name: str) -> bool:
         """What ``DELETE /collections/{name}`` on any peer does: gone from every peer, with its aliases."""
@@ -352,16 +458,19 @@ class DoubleCluster:
             shards = self.layout.shards(name)
             transfers = [dict(t) for t in self.layout.transfers.get(name, [])]
             resharding = [dict(r) for r in self.layout.resharding.get(name, [])]
+            keys = dict(self.layout.keys.get(name, {}))
         local, remote = [], []
         for shard_id, peers in sorted(shards.items()):
+            # Qdrant's LocalShardInfo / RemoteShardInfo skip ``shard_key`` when the shard has none.
+            key = {"shard_key": keys[shard_id]} if shard_id in keys else {}
             for holder, state in sorted(peers.items()):
                 if holder == peer_id:
                     if state == "Active":  # a recovery running on this peer shows as ManualRecovery
                         state = store.shard_state(name, shard_id)
-                    local.append({"shard_id": shard_id, "points_count": store.shard_points(name, shard_id),
+                    local.append({"shard_id": shard_id, **key, "points_count": store.shard_points(name, shard_id),
                                   "state": state})
                 else:
-                    remote.append({"shard_id": shard_id, "peer_id": holder, "state": state})
+                    remote.append({"shard_id": shard_id, **key, "peer_id": holder, "state": state})
         view: dict[str, Any] = {"peer_id": peer_id, "shard_count": len(shards), "local_shards": local,
                                 "remote_shards": remote, "shard_transfers": transfers}
         if resharding:

@@ -36,6 +36,12 @@ def shard_not_found(shard_id: int) -> ApiError:
     return not_found(f"shard {shard_id} not found")
 
 
+def shard_key_text(key: object) -> str:
+    """A shard key as Qdrant's messages show it (``impl Display for ShardKey``): a keyword in double quotes, a
+    number as it is."""
+    return f'"{key}"' if isinstance(key, str) else str(key)
+
+
 def wrong_input(description: str) -> ApiError:
     return ApiError(400, f"Wrong input: {description}")
 

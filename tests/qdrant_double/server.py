@@ -38,7 +38,7 @@ from tests.qdrant_double import errors
 from tests.qdrant_double.aliases import AliasTable
 from tests.qdrant_double.errors import ApiError
 from tests.qdrant_double.faults import DownloadPlan, FailureRule, Faults
-from tests.qdrant_double.store import Store, default_config, sha256_file
+from tests.qdrant_double.store import Store, default_config, key_shard_ids, sha256_file
 
 if TYPE_CHECKING:
     from tests.qdrant_double.cluster import DoubleCluster
@@ -50,6 +50,10 @@ PUBLIC_PATHS = ("/", "/healthz", "/livez", "/readyz")
 DOWNLOAD_ENDPOINTS = {"download_snapshot", "download_shard_snapshot", "stream_shard_snapshot"}
 PAYLOAD_SCHEMA_TYPES = ("keyword", "integer", "float", "geo", "text", "bool", "datetime", "uuid")
 PRIORITIES = ("no_sync", "snapshot", "replica")
+REPLICA_STATES = ("Active", "Dead", "Partial", "Initializing", "Listener", "PartialSnapshot", "Recovery",
+                  "Resharding", "ReshardingScaleDown", "ActiveRead", "ManualRecovery")
+#: Replica states a read may use (Qdrant's ``readable_peers``).
+READABLE_STATES = ("Active", "ActiveRead", "ReshardingScaleDown")
 #: Healthy downloads go out in 1 MiB writes (few Python round trips per GiB); a download with a fault plan
 #: (throttle, cut, stall, corrupt) uses 64 KiB so the fault lands where the test asked for it.
 SEND_CHUNK = 1024 * 1024
@@ -74,6 +78,8 @@ _URL_MAP = Map([
     Rule("/collections/<name>/exists", endpoint="collection_exists", methods=["GET"]),
     Rule("/collections/<name>/cluster", endpoint="collection_cluster", methods=["GET"]),
     Rule("/collections/<name>/points/count", endpoint="count_points", methods=["POST"]),
+    Rule("/collections/<name>/shards", endpoint="list_shard_keys", methods=["GET"]),
+    Rule("/collections/<name>/shards", endpoint="create_shard_key", methods=["PUT"]),
     Rule("/collections/<name>/snapshots", endpoint="list_snapshots", methods=["GET"]),
     Rule("/collections/<name>/snapshots", endpoint="create_snapshot", methods=["POST"]),
     Rule("/collections/<name>/snapshots/upload", endpoint="upload_snapshot", methods=["POST"]),
@@ -475,6 +481,46 @@ class QdrantDouble:
             raise _zero_time(errors.deserialize_error("Json", "api_key: invalid type, expected a string"))
         return location, checksum, api_key
 
+    @staticmethod
+    def _timeout(request: Request) -> int | None:
+        """``?timeout=`` of the cluster routes (Qdrant's ``WaitTimeout``: an integer >= 1; ``wait`` is not one of
+        its fields, so it is ignored there, whatever its value)."""
+        raw = request.args.get("timeout")
+        if raw is None:
+            return None
+        if not raw.isascii() or not raw.isdigit():
+            reason = "cannot parse integer from empty string" if raw == "" else "invalid digit found in string"
+            raise _zero_time(ApiError(400, f"Deserialize error in query parameters: {reason}"))
+        if int(raw) < 1:
+            raise _zero_time(errors.validation_error(
+                "query parameters", f"[timeout: value {int(raw)} invalid, must be 1 or larger]"))
+        return int(raw)
+
+    def _shard_key_body(self, request: Request) -> dict[str, Any]:
+        """A CreateShardingKey body (openapi.json) as ``DoubleCluster.add_shard_key`` arguments; what Qdrant's
+        JSON extractor cannot parse is a 400 (``shard_number`` is an alias of ``shards_number`` there)."""
+        body = self._json_body(request)
+        if "shard_key" not in body:
+            raise _zero_time(errors.deserialize_error("Json", "missing field `shard_key`"))
+        if not _is_shard_key(body["shard_key"]):
+            raise _zero_time(errors.deserialize_error(
+                "Json", "shard_key: data did not match any variant of untagged enum ShardKey"))
+        number = body.get("shards_number", body.get("shard_number"))
+        for field_name, value in (("shards_number", number), ("replication_factor", body.get("replication_factor"))):
+            if value is not None and not (type(value) is int and 0 < value < 2 ** 32):
+                raise _zero_time(errors.deserialize_error(
+                    "Json", f"{field_name}: invalid value: {json.dumps(value)}, expected a nonzero u32"))
+        placement = body.get("placement")
+        if placement is not None and not (isinstance(placement, list) and all(map(_is_u64, placement))):
+            raise _zero_time(errors.deserialize_error("Json", "placement: invalid type, expected a sequence of u64"))
+        state = body.get("initial_state")
+        if state is not None and state not in REPLICA_STATES:
+            raise _zero_time(errors.deserialize_error(
+                "Json", f"initial_state: unknown variant `{state}`, expected one of "
+                + ", ".join(f"`{s}`" for s in REPLICA_STATES)))
+        return {"key": body["shard_key"], "shards_number": number, "replication_factor": body.get(
+            "replication_factor"), "placement": placement, "initial_state": state}
+
     def _upload_params(self, request: Request) -> tuple[bool, str | None]:
         wait = self._wait(request)
         self._priority(request.args.get("priority"), "Query")
@@ -528,17 +574,85 @@ class QdrantDouble:
 
     def _h_count_points(self, request: Request, started: float, name: str) -> Response:
         """``POST /collections/{name}/points/count``: exact only when asked (``exact`` defaults to true in
-        Qdrant); a filter is not supported by the double and refused rather than ignored."""
+        Qdrant); a filter is not supported by the double and refused rather than ignored. ``shard_key`` counts
+        the selected shards only (exactly)."""
         body = self._json_body(request)
-        if body.get("filter") is not None or body.get("shard_key") is not None:
-            raise ApiError(400, "Bad request: the Qdrant double counts whole collections only")
+        if body.get("filter") is not None:
+            raise ApiError(400, "Bad request: the Qdrant double counts without a filter only")
         exact = body.get("exact", True)
         if not isinstance(exact, bool):
             raise ApiError(400, "Json deserialize error: exact: invalid type, expected a boolean")
+        selector = body.get("shard_key")
+        if selector is not None and not _is_key_selector(selector):
+            raise _zero_time(errors.deserialize_error(
+                "Json", "shard_key: data did not match any variant of untagged enum ShardKeySelector"))
         self.store.require(name)
+        if selector is not None:
+            shards = self._selected_shards(name, selector)
+            return self._ok({"count": sum(self._shard_count(name, shard_id) for shard_id in shards)}, started)
         total = self._total_points(name)
         count = self.store.points_count(name) if total is None else total
         return self._ok({"count": count if exact else count + self.store.count_drift.get(name, 0)}, started)
+
+    # ----- custom sharding (shard keys) -----------------------------------------------------------------
+
+    def _key_mapping(self, name: str) -> dict[int, Any]:
+        """shard id -> shard key: the cluster's (consensus) layout, or this node's own mapping."""
+        return self.cluster.shard_keys(name) if self.cluster is not None else self.store.shard_key_mapping(name)
+
+    def _shard_count(self, name: str, shard_id: int) -> int:
+        return self.cluster.shard_points(name, shard_id) if self.cluster is not None else \
+            self.store.shard_points(name, shard_id)
+
+    def _readable(self, name: str, shard_id: int) -> bool:
+        """Has the shard a replica a read may use (for the fallback of a ShardKeyWithFallback)?"""
+        if self.cluster is None:
+            return self.store.shard_state(name, shard_id) in READABLE_STATES
+        return any(state in READABLE_STATES for state in self.cluster.replicas(name)[shard_id].values())
+
+    def _selected_shards(self, name: str, selector: Any) -> list[int]:
+        """The shards a ShardKeySelector selects, as Qdrant's ``ShardHolder::select_shards`` (shard_holder/mod.rs):
+        400 ``Shard key … not found`` for a key the collection does not have (every key, without custom
+        sharding); a key listed twice is counted twice there too."""
+        mapping = self._key_mapping(name)
+        if isinstance(selector, list):
+            return [shard_id for key in selector for shard_id in key_shard_ids(mapping, key)]
+        if isinstance(selector, dict):
+            return self._fallback_shards(name, mapping, selector["target"], selector["fallback"])
+        return key_shard_ids(mapping, selector)
+
+    def _fallback_shards(self, name: str, mapping: dict[int, Any], target: Any, fallback: Any) -> list[int]:
+        """Qdrant's ``route_with_fallback_for_read``: the target key's shards when all are readable, else the
+        fallback's; its 503 and 404 (the latter really ends in "exist not found") when neither will do."""
+        shown = f"target shard key {errors.shard_key_text(target)} nor fallback shard key " \
+                f"{errors.shard_key_text(fallback)}"
+        owned = {key: [s for s, k in mapping.items() if type(k) is type(key) and k == key]
+                 for key in (target, fallback)}
+        if owned[target] and all(self._readable(name, shard_id) for shard_id in owned[target]):
+            return owned[target]
+        if owned[fallback]:
+            return owned[fallback]
+        if owned[target]:
+            raise ApiError(503, f"Shard temporarily unavailable: Neither {shown} have active replicas")
+        raise errors.not_found(f"Neither {shown} exist not found")
+
+    def _h_list_shard_keys(self, request: Request, started: float, name: str) -> Response:
+        """``GET /collections/{name}/shards``: ShardKeysResponse, ``shard_keys`` only with custom sharding."""
+        self.store.require(name)
+        if self.store.config(name)["params"].get("sharding_method") != "custom":
+            return self._ok({}, started)
+        keys = {json.dumps(key): key for key in self._key_mapping(name).values()}
+        return self._ok({"shard_keys": [{"key": key} for key in keys.values()]}, started)
+
+    def _h_create_shard_key(self, request: Request, started: float, name: str) -> Response:
+        """``PUT /collections/{name}/shards``: a shard key and its shards on every peer (Qdrant answers ``true``
+        once they are Active everywhere); a single node is not distributed, so Qdrant refuses it."""
+        arguments = self._shard_key_body(request)
+        self._timeout(request)
+        if self.cluster is None:
+            raise errors.bad_request("Distributed mode disabled")
+        self.cluster.add_shard_key(name, arguments.pop("key"), **arguments)
+        return self._ok(True, started)
 
     def _h_collection_exists(self, request: Request, started: float, name: str) -> Response:
         return self._ok({"exists": self.store.exists(name)}, started)
@@ -546,8 +660,10 @@ class QdrantDouble:
     def _h_create_collection(self, request: Request, started: float, name: str) -> Response:
         body = self._json_body(request) if request.content_length or request.mimetype else {}
         vectors = body.get("vectors") or {}
-        # Qdrant's default shard number is the number of peers (1 on a single node).
-        shard_number = body.get("shard_number") or (len(self.cluster.peer_ids) if self.cluster else 1)
+        # Qdrant's default shard number is the number of peers (1 on a single node); with custom sharding it is the
+        # number of shards per key, 1 (toc/create_collection.rs).
+        peers = len(self.cluster.peer_ids) if self.cluster and body.get("sharding_method") != "custom" else 1
+        shard_number = body.get("shard_number") or peers
         replication_factor = body.get("replication_factor") or 1
         if not isinstance(shard_number, int) or shard_number < 1 or not isinstance(replication_factor, int):
             raise _zero_time(errors.validation_error("JSON body", "shard_number: value must be >= 1"))
@@ -612,10 +728,11 @@ class QdrantDouble:
         if self.cluster is not None:
             return self._ok(self.cluster.collection_view(self.peer_id, name), started)
         shard_ids = self.store.shard_ids(name)
+        keys = {s: {"shard_key": k} for s, k in self.store.shard_key_mapping(name).items()}
         return self._ok({
             "peer_id": self.peer_id,
             "shard_count": len(shard_ids),
-            "local_shards": [{"shard_id": s, "points_count": self.store.shard_points(name, s),
+            "local_shards": [{"shard_id": s, **keys.get(s, {}), "points_count": self.store.shard_points(name, s),
                               "state": self.store.shard_state(name, s)} for s in shard_ids],
             "remote_shards": list(self.remote_shards.get(name, [])),
             "shard_transfers": [],
@@ -941,6 +1058,24 @@ def _drop_connection(sock: socket.socket | None) -> None:
 def _valid_collection_name(name: str) -> bool:
     """Qdrant refuses names that could escape its storage dir; so does the double (it uses them as paths)."""
     return 0 < len(name) <= 255 and name not in (".", "..") and not any(c in name for c in "/\\\0")
+
+
+def _is_u64(value: Any) -> bool:
+    return type(value) is int and 0 <= value < 2 ** 64
+
+
+def _is_shard_key(value: Any) -> bool:
+    """Qdrant's ShardKey: a string or an unsigned 64-bit integer (not a bool, not a float)."""
+    return isinstance(value, str) or _is_u64(value)
+
+
+def _is_key_selector(value: Any) -> bool:
+    """Qdrant's ShardKeySelector: a key, a list of keys, or a ShardKeyWithFallback ``{"target", "fallback"}``."""
+    if isinstance(value, list):
+        return all(map(_is_shard_key, value))
+    if isinstance(value, dict):
+        return all(_is_shard_key(value.get(field)) for field in ("target", "fallback"))
+    return _is_shard_key(value)
 
 
 def _hashes_equal(a: str, b: str) -> bool:

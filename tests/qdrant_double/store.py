@@ -12,7 +12,8 @@ lists what differs from the real one)::
     config.json                     the CollectionConfig
     version.info                    the collection *format* version (``0.4.2``), not Qdrant's version
     payload_index.json              {field: schema} of the payload indexes
-    shard_key_mapping.json          (collections with custom sharding only)
+    shard_key_mapping.json          (collections with custom sharding only) Qdrant's list of
+                                    {"key": <shard key>, "shard_ids": [...]}; their shards are the ones it lists
     <shard_id>/replica_state.json   {"is_local": true, "this_peer_id": P, "peers": {P: "Active"}}
                                     (a peer of a DoubleCluster: every peer holding a replica, and a shard
                                     held only by other peers has just this file and shard_config.json)
@@ -76,6 +77,53 @@ def default_config(vectors: dict[str, Any], shard_number: int, replication_facto
         "quantization_config": None,
         "strict_mode_config": {"enabled": False},
     }
+
+
+def is_custom(config: dict[str, Any]) -> bool:
+    """Custom sharding (shard keys): the collection's shards are those of its keys, not 0..shard_number-1."""
+    return config["params"].get("sharding_method") == "custom"
+
+
+def initial_shard_ids(config: dict[str, Any]) -> list[int]:
+    """The shards a new collection starts with: none with custom sharding (Qdrant creates them per shard key,
+    ``shard_number`` being the default number per key), else 0..shard_number-1."""
+    return [] if is_custom(config) else list(range(int(config["params"]["shard_number"])))
+
+
+def read_key_mapping(path: Path) -> dict[int, Any]:
+    """shard id -> shard key from a shard_key_mapping.json (Qdrant's format: a list of {"key", "shard_ids"}); a
+    missing file is an empty mapping."""
+    if not path.is_file():
+        return {}
+    entries = json.loads(path.read_text())
+    return {int(shard_id): entry["key"] for entry in entries for shard_id in entry["shard_ids"]}
+
+
+def write_key_mapping(path: Path, mapping: dict[int, Any]) -> None:
+    """Write ``mapping`` (shard id -> key) as Qdrant does (shard_mapping.rs, ``SerdeHelper``); replaced, never
+    rewritten in place, since the peers of a DoubleCluster may share the old file as a hard link."""
+    groups: dict[str, dict[str, Any]] = {}
+    for shard_id, key in sorted(mapping.items()):
+        groups.setdefault(json.dumps(key), {"key": key, "shard_ids": []})["shard_ids"].append(shard_id)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(list(groups.values())))
+    os.replace(tmp, path)
+
+
+def key_shard_ids(mapping: dict[int, Any], key: Any) -> list[int]:
+    """The shard ids of shard key ``key`` in ``mapping`` (shard id -> key); Qdrant's 400 when it has none
+    (``ShardHolder::get_shard_ids_by_key``: ``Shard key {key} not found``)."""
+    ids = sorted(shard_id for shard_id, k in mapping.items() if type(k) is type(key) and k == key)
+    if not ids:
+        raise errors.bad_request(f"Shard key {errors.shard_key_text(key)} not found")
+    return ids
+
+
+def _tree_shard_ids(tree: Path, config: dict[str, Any]) -> list[int]:
+    """The shards a collection directory (or an unpacked collection snapshot) has, by its config and mapping."""
+    if is_custom(config):
+        return sorted(read_key_mapping(tree / "shard_key_mapping.json"))
+    return list(range(int(config["params"]["shard_number"])))
 
 
 def sha256_file(path: Path) -> str:
@@ -196,25 +244,54 @@ class Store:
     def build_tree(self, prefix: str, *, config: dict[str, Any], points: int, size_bytes: int) -> Path:
         """A complete collection directory (every shard with data) in the temp dir; the caller moves or removes
         it."""
-        shard_number = int(config["params"]["shard_number"])
-        staging = self._tmp_path(prefix)
-        staging.mkdir(parents=True)
+        staging = self.build_shards(prefix, initial_shard_ids(config), points=points, size_bytes=size_bytes)
         try:
-            seed = os.urandom(BLOCK)
-            sizes = _split(size_bytes, shard_number)
-            counts = _split(points, shard_number)
-            for shard_id in range(shard_number):
-                self._write_shard(staging / str(shard_id), counts[shard_id], sizes[shard_id],
-                                  seed, shard_id << 40)
             (staging / "payload_index.json").write_text("{}")
             (staging / "version.info").write_text(FORMAT_VERSION)
             (staging / "config.json").write_text(json.dumps(config))
-            if config["params"].get("sharding_method") == "custom":
-                (staging / "shard_key_mapping.json").write_text("{}")
+            if is_custom(config):
+                write_key_mapping(staging / "shard_key_mapping.json", {})
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return staging
+
+    def build_shards(self, prefix: str, shard_ids: list[int], *, points: int, size_bytes: int) -> Path:
+        """A temp dir holding one complete shard directory per id, ``points`` and ``size_bytes`` split over them;
+        the caller moves or removes it."""
+        staging = self._tmp_path(prefix)
+        staging.mkdir(parents=True)
+        try:
+            seed = os.urandom(BLOCK)
+            counts, sizes = _split(points, len(shard_ids) or 1), _split(size_bytes, len(shard_ids) or 1)
+            for index, shard_id in enumerate(shard_ids):
+                self._write_shard(staging / str(shard_id), counts[index], sizes[index], seed, shard_id << 40)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return staging
+
+    def add_shards(self, name: str, tree: Path, *, replicas: dict[int, dict[int, str]], key: Any) -> None:
+        """New shards of shard key ``key`` on this peer of a cluster, from ``tree`` (``build_shards``, left in
+        place): data where this peer holds a replica, the remote stub elsewhere; the mapping gets them."""
+        with self.locked(name):
+            self.require(name)
+            collection = self.collection_dir(name)
+            for shard_id, peers in replicas.items():
+                staging = self._tmp_path(f"key-{name}-{shard_id}")
+                try:
+                    if self.peer_id in peers:
+                        shutil.copytree(tree / str(shard_id), staging, copy_function=_link_or_copy)
+                    else:
+                        staging.mkdir(parents=True)
+                        (staging / "shard_config.json").write_text(json.dumps({"type": "ReplicaSet"}))
+                    self._write_replica_state(staging, peers)
+                    self._swap_in(staging, collection / str(shard_id))
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+            mapping = self.shard_key_mapping(name)
+            mapping.update(dict.fromkeys(replicas, key))
+            write_key_mapping(collection / "shard_key_mapping.json", mapping)
 
     def _move_into_place(self, name: str, staging: Path) -> None:
         target = self.collection_dir(name)
@@ -318,7 +395,12 @@ class Store:
             raise errors.collection_not_found(name) from None
 
     def shard_ids(self, name: str) -> list[int]:
-        return list(range(int(self.config(name)["params"]["shard_number"])))
+        return _tree_shard_ids(self.collection_dir(name), self.config(name))
+
+    def shard_key_mapping(self, name: str) -> dict[int, Any]:
+        """shard id -> shard key (empty unless the collection has custom sharding and keys)."""
+        self.require(name)
+        return read_key_mapping(self.collection_dir(name) / "shard_key_mapping.json")
 
     def shard_exists(self, name: str, shard_id: int) -> bool:
         return (self.collection_dir(name) / str(shard_id) / "shard_config.json").is_file()
@@ -531,14 +613,12 @@ class Store:
             _unpack(archive, staging)
             config = self._validate_collection_tree(staging, local_shards)
             with self.locked(name):
-                shard_ids = list(range(int(config["params"]["shard_number"])))
+                shard_ids = _tree_shard_ids(staging, config)
                 if self.exists(name):
                     _check_compatible(self.config(name), config)
                 if local_shards is not None:
                     self.require(name)
-                    for shard_id in set(shard_ids) - local_shards:
-                        shutil.rmtree(staging / str(shard_id), ignore_errors=True)
-                        shutil.copytree(self.collection_dir(name) / str(shard_id), staging / str(shard_id))
+                    self._keep_cluster_shards(name, staging, shard_ids, local_shards)
                     shard_ids = sorted(local_shards)
                 for shard_id in shard_ids:
                     self.set_shard_state(name, shard_id, "ManualRecovery")
@@ -554,6 +634,18 @@ class Store:
                 self.snapshot_dir(name).mkdir(parents=True, exist_ok=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _keep_cluster_shards(self, name: str, staging: Path, archived: list[int], local_shards: set[int]) -> None:
+        """A cluster peer's recovery takes only its local shards from the archive: the collection's other shards
+        and its shard key mapping (consensus state in Qdrant, not the snapshot's) stay as they are."""
+        current = self.collection_dir(name)
+        existing = set(self.shard_ids(name))
+        for shard_id in (existing | set(archived)) - local_shards:
+            shutil.rmtree(staging / str(shard_id), ignore_errors=True)
+            if shard_id in existing:
+                shutil.copytree(current / str(shard_id), staging / str(shard_id))
+        if (current / "shard_key_mapping.json").is_file():
+            shutil.copyfile(current / "shard_key_mapping.json", staging / "shard_key_mapping.json")
 
     def recover_shard(self, name: str, shard_id: int, archive: Path) -> None:
         """Replace one shard's data from a shard snapshot archive (the shard must already exist)."""
@@ -582,7 +674,7 @@ class Store:
     def _validate_collection_tree(self, tree: Path, local_shards: set[int] | None = None) -> dict[str, Any]:
         try:
             config = json.loads((tree / "config.json").read_text())
-            shard_number = int(config["params"]["shard_number"])
+            shard_ids = sorted(local_shards) if local_shards is not None else _tree_shard_ids(tree, config)
             version = (tree / "version.info").read_text()
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise errors.wrong_input(f"Snapshot is not a valid collection snapshot: {exc}") from None
@@ -592,9 +684,8 @@ class Store:
             raise errors.wrong_input(
                 f"Snapshot is not compatible with this Qdrant: collection format version {version.strip()} is "
                 f"newer than {FORMAT_VERSION}")
-        for shard_id in range(shard_number):
-            if local_shards is None or shard_id in local_shards:
-                _validate_shard_tree(tree / str(shard_id), f"shard {shard_id}")
+        for shard_id in shard_ids:
+            _validate_shard_tree(tree / str(shard_id), f"shard {shard_id}")
         return config
 
     @staticmethod
