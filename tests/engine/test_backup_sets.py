@@ -13,6 +13,7 @@ import pytest
 from shared.domain.manifest import manifest_key, set_digest
 from tests.engine.conftest import WorkerProcess, make_engine_config, wait_for_job, worker_env_for
 from tests.engine.test_roundtrip import post_job, register_storage, sha256_of, storage_backend
+from tests.files import files_under
 from tests.waiting import wait_until
 
 SHARDS, REPLICAS, POINTS = 6, 2, 600
@@ -190,11 +191,9 @@ def test_a_cancelled_set_stops_and_leaves_nothing_behind(app, client, jobs, work
     assert done["status"] == "cancelled"
     folder = Path(storage["path"]) / docs
 
-    def files() -> list[Path]:
-        return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
-
     # No shard file, no temp file, no manifest: the cancelled set left nothing in storage or on the nodes.
-    wait_until(lambda: not files(), timeout=30, what="the set's files to be removed", details=lambda: str(files()))
+    wait_until(lambda: not files_under(folder), timeout=30, what="the set's files to be removed",
+               details=lambda: str(files_under(folder)))
     assert qdrant_cluster.snapshot_files_everywhere() == []
 
 
@@ -275,3 +274,43 @@ def test_a_set_restores_into_a_single_node_qdrant(app, client, jobs, worker, qdr
     assert qdrant.points_count("docs-single") == POINTS == restored["metadata"]["restored_points"]
     assert restored["metadata"]["shard_counts_checked"] == SHARDS
     assert qdrant.snapshot_files("docs-single") == []  # the uploaded shard files were removed
+
+
+def test_a_custom_sharded_set_restores_its_shard_keys_and_checks_each_keys_count(
+        app, client, jobs, worker, qdrant_cluster, engine_config):  # noqa: ANN001
+    storage = register_storage(client, "local", engine_config)
+    ids = qdrant_cluster.create_custom_sharded("keyed", {"tenant-a": 300, 7: 120}, shards_per_key=2,
+                                               replication_factor=2, size_bytes=2 * MiB)
+    keys_before = qdrant_cluster.shard_keys("keyed")
+    done = wait_for_job(jobs, post_job(client, type="backup", collection_name="keyed")["id"], worker=worker)
+    assert done["status"] == "completed", (done, worker.log()[-3000:])
+    manifest = _manifest(app, storage["id"], "keyed", done["snapshot_name"])
+    assert [(k["key"], k["shards"], k["points_count"]) for k in manifest["topology"]["shard_keys"]] == [
+        ("tenant-a", ids["tenant-a"], 300), (7, ids[7], 120)]
+    assert {s["shard_id"]: s["shard_key"] for s in manifest["shards"]} == keys_before
+
+    qdrant_cluster.drop_collection("keyed")
+    restored = wait_for_job(jobs, post_job(client, type="restore", collection_name="keyed",
+                                           snapshot_name=done["snapshot_name"])["id"], worker=worker)
+    assert restored["status"] == "completed", (restored, worker.log()[-3000:])
+    assert restored["metadata"]["shard_keys_checked"] == 2
+    assert qdrant_cluster.shard_keys("keyed") == keys_before  # the same keys on the same shard ids
+    assert qdrant_cluster.key_points("keyed", "tenant-a") == 300 and qdrant_cluster.key_points("keyed", 7) == 120
+    assert qdrant_cluster.snapshot_files_everywhere() == []
+
+
+def test_a_custom_sharded_set_whose_key_count_differs_fails_the_restore_naming_the_key(
+        app, client, jobs, worker, qdrant_cluster, engine_config):  # noqa: ANN001
+    storage = register_storage(client, "local", engine_config)
+    qdrant_cluster.create_custom_sharded("keyed", {"tenant-a": 300, 7: 120}, shards_per_key=1, replication_factor=2)
+    done = wait_for_job(jobs, post_job(client, type="backup", collection_name="keyed")["id"], worker=worker)
+    assert done["status"] == "completed", done
+    manifest = _manifest(app, storage["id"], "keyed", done["snapshot_name"])
+    manifest["topology"]["shard_keys"][1]["points_count"] = 121  # as if key 7 had one point more than its shard
+    (engine_config.storage_roots[0] / "backups" / manifest_key("keyed", done["snapshot_name"])).write_text(
+        json.dumps(manifest))
+    qdrant_cluster.drop_collection("keyed")
+    restored = wait_for_job(jobs, post_job(client, type="restore", collection_name="keyed",
+                                           snapshot_name=done["snapshot_name"])["id"], worker=worker)
+    assert restored["status"] == "failed"
+    assert "shard key 7: 120 points, the set had 121" in restored["error"], restored["error"]

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from shared.domain.manifest import manifest_key
 from tests.engine.conftest import wait_for_job, wait_until
 from tests.engine.test_roundtrip import post_job, register_storage, sha256_of, storage_backend
+from tests.files import files_under
 
 MiB = 1024 * 1024
-
-
-def files_under(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
 
 def test_cancel_running_backup_stops_and_cleans_up(client, jobs, qdrant, worker, engine_config):  # noqa: ANN001

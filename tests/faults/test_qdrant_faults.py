@@ -17,9 +17,9 @@ import pytest
 
 from shared.domain.manifest import manifest_key
 from tests.engine.conftest import wait_for_job
-from tests.engine.test_faults import files_under
 from tests.engine.test_roundtrip import post_job, register_storage, sha256_of, storage_backend
 from tests.faults.s3_checks import multipart_uploads, object_keys
+from tests.files import files_under
 
 MiB = 1024 * 1024
 STALL_SECONDS = 60

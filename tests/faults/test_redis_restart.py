@@ -19,9 +19,9 @@ from shared.adapters.redis_conn import connect
 from shared.domain.manifest import manifest_key
 from shared.records.job_store import JobStore
 from tests.engine.conftest import SchedulerProcess, wait_for_job, wait_until
-from tests.engine.test_faults import files_under
 from tests.engine.test_roundtrip import post_job, register_storage, sha256_of, storage_backend
 from tests.engine.test_scheduler import leader_pid
+from tests.files import files_under
 
 MiB = 1024 * 1024
 

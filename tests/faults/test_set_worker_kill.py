@@ -17,8 +17,8 @@ import pytest
 
 from shared.domain.manifest import manifest_key, set_digest
 from tests.engine.conftest import make_engine_config, wait_for_job, wait_until
-from tests.engine.test_faults import files_under
 from tests.engine.test_roundtrip import post_job, register_storage, sha256_of, storage_backend
+from tests.files import files_under
 
 SHARDS, REPLICAS, POINTS = 6, 2, 600
 MiB = 1024 * 1024

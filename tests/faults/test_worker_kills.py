@@ -15,9 +15,9 @@ from pathlib import Path
 
 from shared.domain.manifest import manifest_key
 from tests.engine.conftest import wait_for_job, wait_until
-from tests.engine.test_faults import files_under
 from tests.engine.test_roundtrip import post_job, register_storage, sha256_of, storage_backend
 from tests.faults.s3_checks import assert_one_whole_backup, multipart_uploads, part_uploaded, qdrant_checksums
+from tests.files import files_under
 
 MiB = 1024 * 1024
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests import files
 from tests.engine.conftest import wait_for_job, wait_until
 from tests.real_qdrant import data
 from tests.real_qdrant.helpers import (
@@ -27,8 +28,8 @@ def copying(jobs, job_id: str) -> bool:
     return CREATE_END < job.progress < TRANSFER_END
 
 
-def files_under(root) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+def files_under(root) -> list[str]:  # noqa: ANN001
+    return [str(p.relative_to(root)) for p in files.files_under(root)]
 
 
 def test_cancel_mid_transfer_leaves_no_backup_and_no_snapshot(client, jobs, throttled_qdrant, start_worker,
