@@ -78,13 +78,17 @@ def recover(ctx: Context, job: Job, manifest: Manifest, storage_type: str, stora
     target = job.target_collection
     config = manifest.collection_config or {}
     try:
+        peers = ctx.topology.peers()
+        if _custom(manifest) and not peers:  # refused before anything is deleted
+            raise PermanentError(f"backup set {manifest.backup_id} is of a collection with custom sharding (shard "
+                                 "keys); Qdrant makes shard keys only in distributed mode, and this Qdrant runs as a "
+                                 "single node: restore it into a cluster")
         if target in ctx.qdrant.list_collections():
             ctx.qdrant.delete_collection(target)  # replacing was asked for (checked at submission)
         ctx.qdrant.create_collection(target, create_body(config))
         shard_map = _create_shard_keys(ctx, target, manifest) if _custom(manifest) else {}
         for field_name, entry in (manifest.payload_schema or {}).items():
             ctx.qdrant.create_payload_index(target, field_name, index_schema(entry))
-        peers = ctx.topology.peers()
         layout = ctx.topology.layout(target)
         still_wanted = cancel_check(ctx.jobs, job.id)
         for index, shard in enumerate(manifest.shards or []):

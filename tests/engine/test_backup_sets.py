@@ -314,3 +314,26 @@ def test_a_custom_sharded_set_whose_key_count_differs_fails_the_restore_naming_t
                                            snapshot_name=done["snapshot_name"])["id"], worker=worker)
     assert restored["status"] == "failed"
     assert "shard key 7: 120 points, the set had 121" in restored["error"], restored["error"]
+
+
+def test_a_custom_sharded_set_is_refused_by_a_single_node_before_its_collection_is_touched(
+        app, client, jobs, worker, qdrant_cluster, engine_config, qdrant, tmp_path):  # noqa: ANN001
+    """Qdrant makes shard keys only in distributed mode: the restore says so, and a collection it was asked to
+    replace is still there."""
+    register_storage(client, "local", engine_config)
+    qdrant_cluster.create_custom_sharded("keyed", {"tenant-a": 30}, shards_per_key=1, replication_factor=2)
+    done = wait_for_job(jobs, post_job(client, type="backup", collection_name="keyed")["id"], worker=worker)
+    assert done["status"] == "completed", done
+    worker.stop()
+    qdrant.create_collection("keyed-copy", points=5)
+    single = WorkerProcess(worker_env_for(dataclasses.replace(engine_config, qdrant_url=qdrant.url, qdrant_peers=())),
+                           tmp_path / "single-worker.log").start()
+    try:
+        job = post_job(client, type="restore", collection_name="keyed", snapshot_name=done["snapshot_name"],
+                       metadata={"target_collection": "keyed-copy", "replace": True})
+        restored = wait_for_job(jobs, job["id"], worker=single)
+    finally:
+        single.stop()
+    assert restored["status"] == "failed"
+    assert "only in distributed mode" in restored["error"] and "restore it into a cluster" in restored["error"]
+    assert qdrant.points_count("keyed-copy") == 5  # untouched
