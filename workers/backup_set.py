@@ -74,7 +74,7 @@ def plan(ctx: Context, job: Job, backup_id: str) -> dict:
             raise PermanentError(_no_replica(c, shard.shard_id, shard.describe_replicas()))
     info = ctx.qdrant.collection_info(c)
     total = ctx.qdrant.count_points(c, exact=True)
-    counts = topology.shard_counts(c, layout)
+    counts = topology.shard_counts(c, layout, peers)
     result = {
         "backup_id": backup_id,
         "fan_out": sorted(layout.shards),

@@ -12,7 +12,6 @@ shard keys are made again first (:func:`key_groups`), and each stored shard goes
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import timedelta
@@ -138,16 +137,13 @@ def _custom(manifest: Manifest) -> bool:
 
 def key_groups(manifest: Manifest) -> list[tuple[Any, list[int]]]:
     """A custom-sharded set's shard keys, each with the ids its shards had, in the order the keys were made
-    (by their lowest shard id): recreated in that order, a fresh collection numbers them the same way."""
-    shards = (manifest.topology or {}).get("shards") or {}
-    groups: dict[str, tuple[Any, list[int]]] = {}
-    for shard in manifest.shards or []:
-        key = shard.get("shard_key", (shards.get(str(shard["shard_id"])) or {}).get("shard_key"))
-        if key is None:
-            raise PermanentError(f"backup {manifest.backup_id}: shard {shard['shard_id']} of a custom-sharded "
-                                 "collection has no shard key in the manifest; it cannot be restored into place")
-        groups.setdefault(json.dumps(key), (key, []))[1].append(int(shard["shard_id"]))
-    return sorted(((key, sorted(ids)) for key, ids in groups.values()), key=lambda g: g[1][0])
+    (as the set's plan recorded them, ``topology.shard_keys``): recreated in that order, a fresh collection
+    numbers them the same way."""
+    keys = (manifest.topology or {}).get("shard_keys")
+    if not keys:
+        raise PermanentError(f"backup {manifest.backup_id} is of a custom-sharded collection but its manifest "
+                             "lists no shard keys; it cannot be restored into place")
+    return [(entry["key"], list(entry["shards"])) for entry in keys]
 
 
 def _create_shard_keys(ctx: Context, target: str, manifest: Manifest) -> dict[int, int]:
@@ -241,9 +237,10 @@ def _shard_counts(ctx: Context, job: Job, manifest: Manifest, layout: Layout, po
         return {"shard_counts_checked": 0,
                 "shard_counts_note": "the set's per-shard counts were estimates; the total was checked exactly"}
     shard_map = {int(k): v for k, v in ((job.steps.get("recover") or {}).get("shard_map") or {}).items()}
+    peers = ctx.topology.peers()
     deadline = time.monotonic() + SHARD_COUNT_WAIT_SECONDS
     while True:
-        counts = ctx.topology.shard_counts(job.target_collection, layout)
+        counts = ctx.topology.shard_counts(job.target_collection, layout, peers)
         if set(counts) == set(layout.shards) and sum(counts.values()) == points:
             break
         if time.monotonic() > deadline:

@@ -132,11 +132,11 @@ class Topology:
     def layout(self, collection: str) -> Layout:
         return parse_layout(collection, self.client.collection_cluster_info(collection))
 
-    def shard_counts(self, collection: str, layout: Layout) -> dict[int, int]:
+    def shard_counts(self, collection: str, layout: Layout, peers: dict[int, Peer]) -> dict[int, int]:
         """Each shard's points count as a peer holding it reports it (``local_shards``; a peer reports only its
-        own). Qdrant counts per shard id only this way, and only approximately (segment statistics): a figure
-        to compare, not proof. Peers that do not answer are skipped."""
-        peers = self.peers()
+        own; ``peers`` as :meth:`peers` gave them, empty for a single node). Qdrant counts per shard id only
+        this way, and only approximately (segment statistics): a figure to compare, not proof. Peers that do
+        not answer are skipped."""
         holders = sorted({r.peer_id for s in layout.shards.values() for r in s.replicas} & set(peers))
         clients = [self.client_for(peers[pid]) for pid in holders] if peers else [self.client]  # or single node
         counts: dict[int, int] = {}
