@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,23 @@ def docs(qdrant_cluster) -> str:  # noqa: ANN001
 
 def _manifest(app, storage_id: str, collection: str, backup_id: str) -> dict:  # noqa: ANN001
     return json.loads(storage_backend(app, storage_id).read_bytes(manifest_key(collection, backup_id)))
+
+
+def _rewrite_manifest(engine_config, collection: str, backup_id: str, manifest: dict) -> None:  # noqa: ANN001
+    """Replace a local backup's manifest with ``manifest`` (a test's doctored copy)."""
+    path = engine_config.storage_roots[0] / "backups" / manifest_key(collection, backup_id)
+    path.write_text(json.dumps(manifest))
+
+
+@contextmanager
+def _single_node_worker(engine_config, qdrant, tmp_path: Path) -> Iterator[WorkerProcess]:  # noqa: ANN001
+    """A worker of the single-node double ``qdrant`` (same Redis, storage and keys), stopped on the way out."""
+    single = WorkerProcess(worker_env_for(dataclasses.replace(engine_config, qdrant_url=qdrant.url, qdrant_peers=())),
+                           tmp_path / "single-worker.log").start()
+    try:
+        yield single
+    finally:
+        single.stop()
 
 
 @pytest.mark.parametrize("kind", ["local", "s3"])
@@ -244,8 +263,7 @@ def test_a_restored_shard_whose_count_differs_from_the_set_fails_the_restore_nam
     assert sum(s["points_count"] for s in manifest["shards"]) == POINTS
     # The set says shard 2 had one point more than its file holds (as if the file were of another moment).
     manifest["shards"][2]["points_count"] += 1
-    path = engine_config.storage_roots[0] / "backups" / manifest_key(docs, done["snapshot_name"])
-    path.write_text(json.dumps(manifest))
+    _rewrite_manifest(engine_config, docs, done["snapshot_name"], manifest)
     qdrant_cluster.drop_collection(docs)
     restored = wait_for_job(jobs, post_job(client, type="restore", collection_name=docs,
                                            snapshot_name=done["snapshot_name"])["id"], worker=worker)
@@ -262,15 +280,11 @@ def test_a_set_restores_into_a_single_node_qdrant(app, client, jobs, worker, qdr
     done = wait_for_job(jobs, post_job(client, type="backup", collection_name=docs)["id"], worker=worker)
     assert done["status"] == "completed", done
     worker.stop()  # the restore must be run by a worker of the single node
-    single = WorkerProcess(worker_env_for(dataclasses.replace(engine_config, qdrant_url=qdrant.url, qdrant_peers=())),
-                           tmp_path / "single-worker.log").start()
-    try:
+    with _single_node_worker(engine_config, qdrant, tmp_path) as single:
         job = post_job(client, type="restore", collection_name=docs, snapshot_name=done["snapshot_name"],
                        metadata={"target_collection": "docs-single"})
         restored = wait_for_job(jobs, job["id"], worker=single)
         assert restored["status"] == "completed", (restored, single.log()[-3000:])
-    finally:
-        single.stop()
     assert qdrant.points_count("docs-single") == POINTS == restored["metadata"]["restored_points"]
     assert restored["metadata"]["shard_counts_checked"] == SHARDS
     assert qdrant.snapshot_files("docs-single") == []  # the uploaded shard files were removed
@@ -307,8 +321,7 @@ def test_a_custom_sharded_set_whose_key_count_differs_fails_the_restore_naming_t
     assert done["status"] == "completed", done
     manifest = _manifest(app, storage["id"], "keyed", done["snapshot_name"])
     manifest["topology"]["shard_keys"][1]["points_count"] = 121  # as if key 7 had one point more than its shard
-    (engine_config.storage_roots[0] / "backups" / manifest_key("keyed", done["snapshot_name"])).write_text(
-        json.dumps(manifest))
+    _rewrite_manifest(engine_config, "keyed", done["snapshot_name"], manifest)
     qdrant_cluster.drop_collection("keyed")
     restored = wait_for_job(jobs, post_job(client, type="restore", collection_name="keyed",
                                            snapshot_name=done["snapshot_name"])["id"], worker=worker)
@@ -326,14 +339,10 @@ def test_a_custom_sharded_set_is_refused_by_a_single_node_before_its_collection_
     assert done["status"] == "completed", done
     worker.stop()
     qdrant.create_collection("keyed-copy", points=5)
-    single = WorkerProcess(worker_env_for(dataclasses.replace(engine_config, qdrant_url=qdrant.url, qdrant_peers=())),
-                           tmp_path / "single-worker.log").start()
-    try:
+    with _single_node_worker(engine_config, qdrant, tmp_path) as single:
         job = post_job(client, type="restore", collection_name="keyed", snapshot_name=done["snapshot_name"],
                        metadata={"target_collection": "keyed-copy", "replace": True})
         restored = wait_for_job(jobs, job["id"], worker=single)
-    finally:
-        single.stop()
     assert restored["status"] == "failed"
     assert "only in distributed mode" in restored["error"] and "restore it into a cluster" in restored["error"]
     assert qdrant.points_count("keyed-copy") == 5  # untouched
